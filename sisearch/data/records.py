@@ -1,0 +1,79 @@
+"""Training records that builders produce and optimizers consume; JSONL on disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+
+@dataclass
+class SFTExample:
+    """A completion to imitate (rejection-sampling fine-tuning)."""
+
+    problem_id: str
+    prompt: str
+    completion: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreferencePair:
+    """A chosen and a rejected continuation of the same context.
+
+    `prompt` is the whole context (the task prompt plus any shared solution prefix); only the continuations'
+    tokens enter the loss. Values and visit counts are filled in by searchers that have them.
+    """
+
+    problem_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_value: float | None = None
+    rejected_value: float | None = None
+    chosen_visits: int | None = None
+    rejected_visits: int | None = None
+    # whether each continuation ends the solution (then EOS is part of what is scored)
+    chosen_complete: bool = True
+    rejected_complete: bool = True
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+RECORD_TYPES: dict[str, type] = {"sft": SFTExample, "pair": PreferencePair}
+
+
+def record_kind(record_type: type) -> str:
+    for kind, cls in RECORD_TYPES.items():
+        if cls is record_type:
+            return kind
+    raise ValueError(f"{record_type.__name__} is not a registered record type")
+
+
+def register_record_type(kind: str, cls: type) -> None:
+    RECORD_TYPES[kind] = cls
+
+
+def write_records(path: Path, records: Sequence[Any]) -> None:
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for record in records:
+            line = {"kind": record_kind(type(record)), **asdict(record)}
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def read_records(path: Path) -> list[Any]:
+    records = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            data = json.loads(line)
+            kind = data.pop("kind", None)
+            if kind not in RECORD_TYPES:
+                raise ValueError(f"{path} line {line_number}: unknown record kind {kind!r}; known: {list(RECORD_TYPES)}")
+            cls = RECORD_TYPES[kind]
+            known = {f.name for f in fields(cls)}
+            records.append(cls(**{k: v for k, v in data.items() if k in known}))
+    return records
+
+
+def iter_kinds(records: Iterable[Any]) -> set[str]:
+    return {record_kind(type(r)) for r in records}

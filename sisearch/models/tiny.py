@@ -1,0 +1,163 @@
+"""`tiny`: a small Llama with a character-level tokenizer, trained from scratch on `arith` chains, cached.
+
+The SFT data carries a systematic misconception: at steps that wrap around the modulus, the written result
+is one too large with probability `misconception_rate`. Greedy decoding learns the slip, while sampling still
+writes those steps right part of the time, so the model can improve from its own verified-correct samples
+(high pass@k, low greedy accuracy: the regime the seed papers call sharpening). A few slips are followed by a
+`Wait:` self-correction (`self_correction_rate`), so a reflection trigger means something to the model.
+Test questions are never in the SFT data (the arith split is by question hash), and test answers are exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from sisearch.models.policy import LoraConfig, Policy, load_policy
+from sisearch.optim.common import TrainerConfig
+from sisearch.optim.sft import SFTConfig, fit_sft
+from sisearch.registry import register
+from sisearch.tasks.arith import is_held_out, random_chain, written_solution
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# Every character the arith task and its self-corrections use.
+ALPHABET = "0123456789+-=?:\nQAWait "
+DONE_MARKER = "sisearch-tiny.json"
+
+
+@dataclass
+class TinyConfig:
+    name: str = "tiny"
+    # architecture
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+    # SFT data
+    modulus: int = 10
+    min_ops: int = 1
+    max_ops: int = 6
+    misconception_rate: float = 0.6
+    self_correction_rate: float = 0.05
+    # SFT run
+    sft_steps: int = 400
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    # where the trained directory is cached (keyed by everything above)
+    cache_dir: str = "~/.cache/sisearch"
+    device: str = "auto"
+    lora: LoraConfig | None = None
+    trust_remote_code: bool = False  # not used by tiny; present so every model config has the same switches
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer: one token per character, BOS prepended, decoding without spaces."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for char in ALPHABET:
+        vocab.setdefault(char, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def cache_key(cfg: TinyConfig) -> str:
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "device", "lora", "name")}
+    relevant["format"] = 1  # bump when the data format or training code changes what is learned
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sft_examples(cfg: TinyConfig, count: int) -> list[tuple[str, str]]:
+    rng = random.Random(f"tiny-sft-{cfg.seed}")
+    examples = []
+    while len(examples) < count:
+        chain = random_chain(rng, rng.randint(cfg.min_ops, cfg.max_ops), cfg.modulus)
+        if is_held_out(chain.question):
+            continue
+        solution = written_solution(chain, rng, cfg.misconception_rate, cfg.self_correction_rate)
+        examples.append((chain.question + "\n", solution))
+    return examples
+
+
+def train_tiny(cfg: TinyConfig, directory: Path, progress_bar: bool = True) -> dict[str, float]:
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_tokenizer()
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(model_config)
+    policy = Policy(model=model, tokenizer=tokenizer, path=str(directory))
+    sft = SFTConfig(
+        lr=cfg.lr, batch_size=cfg.batch_size, epochs=1.0, max_steps=cfg.sft_steps, schedule="cosine", warmup_ratio=0.05
+    )
+    trainer = TrainerConfig(accelerator="cpu" if cfg.device == "cpu" else "auto", progress_bar=progress_bar)
+    metrics = fit_sft(policy, sft_examples(cfg, cfg.sft_steps * cfg.batch_size), sft, trainer, cfg.seed)
+    policy.model.to("cpu")
+    policy.save(directory)
+    return metrics
+
+
+def ensure_tiny(cfg: TinyConfig, progress_bar: bool = True) -> Path:
+    """The trained tiny model's directory, training it first if the cache has none for this config."""
+    cache = Path(os.path.expanduser(cfg.cache_dir))
+    directory = cache / f"tiny-{cache_key(cfg)}"
+    if (directory / DONE_MARKER).is_file():
+        return directory
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache))
+    try:
+        start = time.time()
+        metrics = train_tiny(cfg, staging / "model", progress_bar)
+        info = {"config": asdict(cfg), "train_seconds": time.time() - start, **metrics}
+        (staging / "model" / DONE_MARKER).write_text(json.dumps(info, indent=1))
+        try:
+            os.replace(staging / "model", directory)
+        except OSError:
+            # Another process finished the same model first; theirs is as good as ours.
+            if not (directory / DONE_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+@register("model", "tiny", schema=TinyConfig)
+class TinyModel:
+    def __init__(self, cfg: TinyConfig):
+        self.cfg = cfg
+
+    def load(self, progress_bar: bool = True) -> Policy:
+        return load_policy(ensure_tiny(self.cfg, progress_bar), device=self.cfg.device, lora=self.cfg.lora)
+
+    @property
+    def base_path(self) -> Path:
+        return ensure_tiny(self.cfg)
+
+
+__all__ = ["TinyConfig", "TinyModel", "build_tokenizer", "ensure_tiny"]

@@ -1,0 +1,93 @@
+"""The optimizer contract and the LightningModule base that every objective builds on."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from sisearch.models.policy import Policy
+from sisearch.optim.common import TrainerConfig, adamw_with_schedule, make_trainer, steps_for
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class Optimizer(ABC):
+    """Trains the policy in place on one iteration's records and returns averaged training metrics."""
+
+    #: the record type this optimizer trains on (a builder must produce it)
+    consumes: type
+
+    @abstractmethod
+    def fit(self, policy: Policy, records: Sequence[Any], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
+        ...
+
+
+class ObjectiveModule(L.LightningModule):
+    """Holds the policy's model, the optimizer settings and a record of metrics per step."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float, schedule: str,
+                 warmup_ratio: float, total_steps: int):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay = lr, weight_decay
+        self.schedule, self.warmup_ratio, self.total_steps = schedule, warmup_ratio, total_steps
+        self.history: dict[str, list[float]] = defaultdict(list)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return adamw_with_schedule(
+            self.model.parameters(), self.lr, self.weight_decay, self.schedule, self.warmup_ratio, self.total_steps
+        )
+
+    def record(self, loss: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:
+        """Stop on a non-finite loss (before it reaches the weights), else keep the step's metrics."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss became {value} at step {self.global_step}; stopping with the last good weights "
+                "(lower the learning rate, or check the data and the precision)"
+            )
+        self.history["loss"].append(value)
+        for key, metric in metrics.items():
+            self.history[key].append(float(metric))
+        self.log("loss", value, prog_bar=True)
+        return loss
+
+    def summary(self) -> dict[str, float]:
+        """Mean of each metric over training, plus the last loss."""
+        summary = {f"train/{k}": sum(v) / len(v) for k, v in self.history.items() if v}
+        if self.history.get("loss"):
+            summary["train/loss_last"] = self.history["loss"][-1]
+            summary["train/steps"] = float(len(self.history["loss"]))
+        return summary
+
+
+def run_training(module: ObjectiveModule, loader: DataLoader, trainer_cfg: TrainerConfig, max_steps: int,
+                 model: torch.nn.Module) -> dict[str, float]:
+    """Fit with a Lightning Trainer; restores the pre-training weights if the loss turns non-finite."""
+    # Only trainable tensors can change; under LoRA that is the adapters alone, which keeps the backup small.
+    backup = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    try:
+        make_trainer(trainer_cfg, max_steps).fit(module, loader)
+    except NonFiniteLossError:
+        model.load_state_dict(backup, strict=False)
+        raise
+    finally:
+        model.eval()
+    return module.summary()
+
+
+def seeded_loader(dataset: list[Any], batch_size: int, collate, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+
+
+__all__ = ["Optimizer", "ObjectiveModule", "NonFiniteLossError", "run_training", "seeded_loader", "steps_for"]

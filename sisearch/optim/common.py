@@ -1,0 +1,88 @@
+"""What every optimizer shares: training hyperparameters, the AdamW + schedule set-up, the Trainer."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings shared by every optimizer (`conf/trainer/`)."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    gradient_clip_val: float | None = 1.0
+    accumulate_grad_batches: int = 1
+    progress_bar: bool = True
+
+
+def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any] | None = None) -> L.Trainer:
+    # Lightning's tips about workers and tensor cores are noise for our in-memory datasets.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*number of training batches.*")
+    warnings.filterwarnings("ignore", ".*Skipping val loop.*")
+    callbacks = list(callbacks or [])
+    if trainer_cfg.progress_bar:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=False))
+    return L.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        precision=trainer_cfg.precision,
+        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=trainer_cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule '{schedule}'; allowed: {', '.join(SCHEDULES)}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def adamw_with_schedule(
+    params, lr: float, weight_decay: float, schedule: str, warmup_ratio: float, total_steps: int
+) -> dict[str, Any]:
+    optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    warmup = int(warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup, total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def steps_for(num_examples: int, batch_size: int, epochs: float, accumulate: int, max_steps: int | None) -> int:
+    """Optimizer steps for `epochs` passes (at least one), capped by `max_steps`."""
+    batches = math.ceil(num_examples / batch_size)
+    steps = max(1, math.ceil(batches * epochs / accumulate))
+    return min(steps, max_steps) if max_steps else steps

@@ -1,0 +1,580 @@
+"""Preference-optimisation and policy-gradient losses as pure tensor functions.
+
+Every function takes per-sequence (or per-step) log-prob tensors that the
+caller has already computed (summed completion log-probs, as in TRL) and
+returns plain tensors or a :class:`LossOutput`. Nothing here touches a model,
+a tokenizer or an optimiser, so each loss can be tested with hand numbers.
+
+Notation (see shared/research/algorithms.md §0 and rewards_rl.md §6):
+
+* ``h = [log pi(y_w) - log ref(y_w)] - [log pi(y_l) - log ref(y_l)]``, the
+  log-ratio margin *without* beta.
+* implicit reward ``r = beta * (log pi(y) - log ref(y))``.
+
+Reference log-probs are always detached: the reference model is frozen, and
+detaching here guarantees no gradient leaks into it even when the caller
+computed them from a shared module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LossOutput",
+    "DPO_LOSS_TYPES",
+    "TPO_WEIGHTINGS",
+    "dpo_loss",
+    "mcts_adaptive_epsilon",
+    "step_apo_loss",
+    "tpo_loss",
+    "tpo_step_weighted_scores",
+    "score_shaped_rewards",
+    "leave_one_out_advantages",
+    "policy_gradient_loss",
+]
+
+DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "conservative")
+TPO_WEIGHTINGS: tuple[str, ...] = ("lambda", "uniform")
+
+TensorLike = Union[torch.Tensor, float, Sequence[float]]
+# A batch of lists: either a padded [B, K] tensor or B variable-length 1-D
+# tensors / float sequences.
+ListBatch = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[float]]]]
+
+
+@dataclass
+class LossOutput:
+    """A scalar loss plus detached float metrics (TRL metric names)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+
+
+def _as_tensor(x: TensorLike, like: torch.Tensor, name: str) -> torch.Tensor:
+    """Convert ``x`` to a float tensor on ``like``'s device and dtype."""
+    t = torch.as_tensor(x, device=like.device).to(like.dtype)
+    if t.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}")
+    return t
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"log-prob tensors must share one shape, got {shapes}")
+    if next(iter(tensors.values())).numel() == 0:
+        raise ValueError("empty batch")
+
+
+def _pair_metrics(
+    beta: float,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> dict[str, float]:
+    """TRL DPOTrainer metrics: rewards = beta * (policy - ref), batch means."""
+    with torch.no_grad():
+        chosen = beta * (policy_chosen_logps.detach() - ref_chosen_logps)
+        rejected = beta * (policy_rejected_logps.detach() - ref_rejected_logps)
+        return _reward_metrics(
+            chosen, rejected, policy_chosen_logps.detach(), policy_rejected_logps.detach()
+        )
+
+
+def _reward_metrics(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+) -> dict[str, float]:
+    # Strict '>' as in TRL: a tie (e.g. step 0, policy == ref) is not accurate.
+    return {
+        "rewards/chosen": chosen_rewards.float().mean().item(),
+        "rewards/rejected": rejected_rewards.float().mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).float().mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "logps/chosen": chosen_logps.float().mean().item(),
+        "logps/rejected": rejected_logps.float().mean().item(),
+    }
+
+
+def _logratio_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
+    """h = (pi_w - ref_w) - (pi_l - ref_l), per pair."""
+    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+# ----------------------------------------------------------------------------
+# DPO family
+# ----------------------------------------------------------------------------
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_visits: TensorLike | None = None,
+    rejected_visits: TensorLike | None = None,
+) -> LossOutput:
+    """DPO-family loss on a batch of pairs, averaged over the batch.
+
+    With ``h`` the log-ratio margin (no beta):
+
+    * ``"sigmoid"``:      ``L = -log sigma(beta*h)``
+    * ``"ipo"``:          ``L = (h - 1/(2*beta))**2``. TRL length-averages the
+      log-ratios for IPO; pass length-normalised log-probs to get that.
+    * ``"conservative"``: cDPO, ``L = -(1-eps) log sigma(beta*h) - eps log sigma(-beta*h)``
+      with ``eps = label_smoothing``, or, when visit counts are given,
+      MCTS-DPO's per-pair adaptive ``eps = min(1 - conf, 0.5)`` with
+      ``conf = max(1,N_w) / (max(1,N_w) + N_l)``.
+
+    ``label_smoothing`` and visit counts are only meaningful for
+    ``"conservative"``; passing them with another loss type raises, rather
+    than being silently ignored (TRL >= 0.29 dropped smoothing from sigmoid).
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; allowed values: {', '.join(DPO_LOSS_TYPES)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    _check_same_shape(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    ref_chosen_logps = ref_chosen_logps.detach()
+    ref_rejected_logps = ref_rejected_logps.detach()
+    has_visits = chosen_visits is not None or rejected_visits is not None
+    if has_visits and (chosen_visits is None or rejected_visits is None):
+        raise ValueError("chosen_visits and rejected_visits must be given together")
+    if loss_type != "conservative" and (label_smoothing != 0.0 or has_visits):
+        raise ValueError("label_smoothing / visit counts require loss_type='conservative'")
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    if has_visits and label_smoothing != 0.0:
+        # Two sources of eps would be ambiguous; visit counts define it per pair.
+        raise ValueError("give either label_smoothing or visit counts, not both")
+
+    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    logits = beta * h
+
+    if loss_type == "sigmoid":
+        # -log sigma(z) == softplus(-z), numerically stable for large |z|.
+        losses = F.softplus(-logits)
+    elif loss_type == "ipo":
+        # Squared loss pulls h to the fixed target 1/(2 beta) instead of
+        # pushing it to infinity (IPO's fix for DPO overfitting).
+        losses = (h - 1.0 / (2.0 * beta)) ** 2
+    else:  # conservative
+        if has_visits:
+            eps = mcts_adaptive_epsilon(chosen_visits, rejected_visits, like=h)  # type: ignore[arg-type]
+        else:
+            eps = torch.full_like(h, label_smoothing)
+        losses = (1.0 - eps) * F.softplus(-logits) + eps * F.softplus(logits)
+
+    metrics = _pair_metrics(beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return LossOutput(loss=losses.mean(), metrics=metrics)
+
+
+def mcts_adaptive_epsilon(
+    chosen_visits: TensorLike, rejected_visits: TensorLike, like: torch.Tensor
+) -> torch.Tensor:
+    """MCTS-DPO label noise from visit counts: ``eps = min(1 - conf, 0.5)``,
+    ``conf = max(1,N_w) / (max(1,N_w) + N_l)``.
+
+    A well-visited winner against a rarely visited loser is trusted (eps -> 0);
+    the cap at 0.5 keeps the pair from ever being flipped.
+    """
+    n_w = _as_tensor(chosen_visits, like, "chosen_visits").detach()
+    n_l = _as_tensor(rejected_visits, like, "rejected_visits").detach()
+    if (n_w < 0).any() or (n_l < 0).any():
+        raise ValueError("visit counts must be >= 0")
+    n_w = n_w.clamp_min(1.0)
+    conf = n_w / (n_w + n_l)
+    return (1.0 - conf).clamp_max(0.5)
+
+
+def step_apo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    chosen_q: TensorLike,
+    rejected_q: TensorLike,
+    beta: float = 0.3,
+    alpha: float = 1.0,
+) -> LossOutput:
+    """Step-APO (CPL): ``L = -log sigma(beta*h - alpha*(Q_w - Q_l))``.
+
+    Siblings share V(s), so ``Q_w - Q_l = A_w - A_l``: the advantage gap is a
+    margin that ``beta*h`` must exceed. A larger gap lowers the logit, raising
+    both the loss and the gradient weight ``sigma(alpha*dQ - beta*h)``, so
+    critical steps are pushed harder. ``alpha = 0`` is exactly sigmoid DPO.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    _check_same_shape(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+    ref_chosen_logps = ref_chosen_logps.detach()
+    ref_rejected_logps = ref_rejected_logps.detach()
+    q_w = _as_tensor(chosen_q, policy_chosen_logps, "chosen_q").detach()
+    q_l = _as_tensor(rejected_q, policy_chosen_logps, "rejected_q").detach()
+
+    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    # Sign as in CPL's released trainer: it adds alpha*(q_rejected - q_chosen).
+    logits = beta * h - alpha * (q_w - q_l)
+    losses = F.softplus(-logits)
+
+    metrics = _pair_metrics(beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return LossOutput(loss=losses.mean(), metrics=metrics)
+
+
+# ----------------------------------------------------------------------------
+# TPO: listwise preference ranking
+# ----------------------------------------------------------------------------
+
+
+def _to_padded(x: ListBatch, name: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``([B, K] tensor, [B, K] bool validity mask)``; lists are zero-padded."""
+    if isinstance(x, torch.Tensor):
+        if x.dim() != 2:
+            raise ValueError(f"{name} must be [B, K], got shape {tuple(x.shape)}")
+        return x, torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    rows = [r if isinstance(r, torch.Tensor) else torch.as_tensor(r, dtype=torch.float32) for r in x]
+    if not rows:
+        raise ValueError(f"{name} is empty")
+    if like is not None:
+        rows = [r.to(device=like.device) for r in rows]
+    if any(r.dim() != 1 for r in rows):
+        raise ValueError(f"every list in {name} must be 1-D")
+    lengths = torch.tensor([r.numel() for r in rows], device=rows[0].device)
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0.0)
+    mask = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
+    return padded, mask
+
+
+def tpo_loss(
+    policy_logps: ListBatch | None,
+    ref_logps: ListBatch | None,
+    scores: ListBatch,
+    beta: float = 0.5,
+    weighting: str = "lambda",
+    mask: torch.Tensor | None = None,
+    logratios: ListBatch | None = None,
+) -> LossOutput:
+    """TPO preference-list ranking loss.
+
+    Implicit rewards ``s_i = beta * (logp_i - ref_logp_i)`` (or
+    ``beta * logratios_i``); labels ``psi = scores``. Per list::
+
+        L = sum_{psi_i > psi_j} lam_ij * -log sigma(s_i - s_j) / sum lam_ij
+
+    * ``"lambda"`` (LiPO-lambda): ``lam_ij = |G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)|``
+      with ``G = 2**psi_hat - 1`` where ``psi_hat`` is psi min-max normalised
+      to [0, 1] within the list (raw 2**100 overflows), ``D(tau) = log2(1 + tau)``
+      and ``tau`` the 1-based rank of the entry sorted by the detached current
+      ``s`` (descending; ties broken by higher label, then list position, so
+      the loss at init, where every s is 0, does not depend on list order).
+      log2 vs natural log only rescales every lam by 1/ln 2, which the
+      normalisation cancels.
+    * ``"uniform"``: ``lam_ij = 1`` (TPO's released code), i.e. the mean over
+      strictly ordered pairs.
+
+    The per-list losses are averaged over lists that have at least one
+    ordered pair. Padding entries (``mask`` False, or beyond a list's length
+    when lists are given) never form pairs. When ``logratios`` is given (e.g.
+    from :func:`tpo_step_weighted_scores`) it replaces ``logp - ref_logp``;
+    ``policy_logps`` then only feeds the ``logps/*`` metrics and may be None.
+
+    Metrics: TRL names with chosen = top-labelled and rejected =
+    bottom-labelled entry of each list.
+    """
+    if weighting not in TPO_WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; allowed values: {', '.join(TPO_WEIGHTINGS)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+
+    if logratios is not None:
+        lr, valid = _to_padded(logratios, "logratios")
+        lp = None
+        if policy_logps is not None:
+            lp, lp_valid = _to_padded(policy_logps, "policy_logps", like=lr)
+            if lp.shape != lr.shape:
+                raise ValueError("policy_logps and logratios must have the same list structure")
+            valid = valid & lp_valid
+    else:
+        if policy_logps is None or ref_logps is None:
+            raise ValueError("need policy_logps and ref_logps, or logratios")
+        lp, valid = _to_padded(policy_logps, "policy_logps")
+        ref, _ = _to_padded(ref_logps, "ref_logps", like=lp)
+        if ref.shape != lp.shape:
+            raise ValueError("policy_logps and ref_logps must have the same list structure")
+        lr = lp - ref.detach()
+    psi, psi_valid = _to_padded(scores, "scores", like=lr)
+    if psi.shape != lr.shape:
+        raise ValueError(f"scores shape {tuple(psi.shape)} != log-prob shape {tuple(lr.shape)}")
+    valid = valid & psi_valid
+    if mask is not None:
+        if mask.shape != lr.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(lr.shape)}")
+        valid = valid & mask.to(device=lr.device, dtype=torch.bool)
+    psi = psi.detach().to(lr.dtype)
+
+    # Zero padding entries so garbage (e.g. -inf) there cannot create NaNs.
+    s = torch.where(valid, beta * lr, torch.zeros_like(lr))
+    psi = torch.where(valid, psi, torch.zeros_like(psi))
+
+    # pair[b, i, j]: entry i is labelled strictly better than entry j.
+    vv = valid[:, :, None] & valid[:, None, :]
+    pair = vv & (psi[:, :, None] > psi[:, None, :])
+
+    if weighting == "uniform":
+        lam = pair.to(s.dtype)
+    else:
+        lam = _lambda_weights(s.detach(), psi, valid) * pair.to(s.dtype)
+
+    diff = s[:, :, None] - s[:, None, :]
+    pair_losses = F.softplus(-diff)  # -log sigma(s_i - s_j)
+    weight_sum = lam.sum(dim=(1, 2))
+    has_pairs = weight_sum > 0
+    if has_pairs.any():
+        per_list = (lam * pair_losses).sum(dim=(1, 2)) / weight_sum.clamp_min(torch.finfo(s.dtype).tiny)
+        loss = per_list[has_pairs].mean()
+    else:
+        # No ordered pair anywhere: zero loss that is still connected to the
+        # graph, so backward() is a no-op instead of an error.
+        loss = (s * 0.0).sum()
+
+    metrics = _tpo_metrics(s.detach(), psi, valid, has_pairs, None if lp is None else lp.detach())
+    return LossOutput(loss=loss, metrics=metrics)
+
+
+def _lambda_weights(s: torch.Tensor, psi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Unmasked LiPO-lambda weights ``|G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)|``, [B, K, K]."""
+    k = s.shape[1]
+    idx = torch.arange(k, device=s.device)
+    s_i, s_j = s[:, :, None], s[:, None, :]
+    p_i, p_j = psi[:, :, None], psi[:, None, :]
+    # ahead[b, i, j]: valid entry j is ranked before i under the current s.
+    tie = s_j == s_i
+    ahead = (s_j > s_i) | (tie & (p_j > p_i)) | (tie & (p_j == p_i) & (idx[None, None, :] < idx[None, :, None]))
+    ahead = ahead & valid[:, None, :]
+    tau = 1.0 + ahead.to(s.dtype).sum(dim=2)  # 1-based rank, [B, K]
+    inv_d = 1.0 / torch.log2(1.0 + tau)
+
+    big = torch.finfo(psi.dtype).max
+    lo = torch.where(valid, psi, torch.full_like(psi, big)).amin(dim=1, keepdim=True)
+    hi = torch.where(valid, psi, torch.full_like(psi, -big)).amax(dim=1, keepdim=True)
+    span = hi - lo
+    # A list with one label value has no pairs; avoid 0/0 there.
+    psi_hat = torch.where(span > 0, (psi - lo) / span.clamp_min(torch.finfo(psi.dtype).tiny), torch.zeros_like(psi))
+    psi_hat = torch.where(valid, psi_hat, torch.zeros_like(psi_hat))
+    gain = torch.exp2(psi_hat) - 1.0
+    return (gain[:, :, None] - gain[:, None, :]).abs() * (inv_d[:, :, None] - inv_d[:, None, :]).abs()
+
+
+def _tpo_metrics(
+    s: torch.Tensor,
+    psi: torch.Tensor,
+    valid: torch.Tensor,
+    has_pairs: torch.Tensor,
+    logps: torch.Tensor | None,
+) -> dict[str, float]:
+    """TRL-named metrics over lists with >= 1 ordered pair (zeros if none).
+
+    ``logps/*`` are NaN when no policy log-probs were given (logratios-only call).
+    """
+    keys = (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    )
+    if not has_pairs.any():
+        return {k: 0.0 for k in keys}
+    inf = torch.finfo(psi.dtype).max
+    # argmax/argmin return the first index on ties, which is deterministic.
+    top = torch.where(valid, psi, torch.full_like(psi, -inf)).argmax(dim=1, keepdim=True)
+    bot = torch.where(valid, psi, torch.full_like(psi, inf)).argmin(dim=1, keepdim=True)
+    sel = has_pairs
+    chosen_r = s.gather(1, top).squeeze(1)[sel]
+    rejected_r = s.gather(1, bot).squeeze(1)[sel]
+    if logps is None:
+        chosen_lp = rejected_lp = torch.zeros_like(chosen_r)
+    else:
+        chosen_lp = logps.gather(1, top).squeeze(1)[sel]
+        rejected_lp = logps.gather(1, bot).squeeze(1)[sel]
+    out = _reward_metrics(chosen_r, rejected_r, chosen_lp, rejected_lp)
+    if logps is None:
+        out["logps/chosen"] = out["logps/rejected"] = float("nan")
+    return out
+
+
+def tpo_step_weighted_scores(
+    step_logratios: torch.Tensor,
+    step_hidden: torch.Tensor,
+    step_mask: torch.Tensor | None = None,
+    top_index: int | torch.Tensor = 0,
+    floor: float = 0.01,
+) -> torch.Tensor:
+    """TPO adaptive step reward: per-response score ``s_n = sum_k w_nk rho_nk / sum_k w_nk``.
+
+    * ``step_logratios`` [B, K, S]: ``rho_nk``, the per-step *mean* token
+      log-ratio ``log pi - log ref`` (the caller averages over a step's tokens).
+    * ``step_hidden`` [B, K, S, H]: mean last-layer policy hidden state per step.
+    * ``step_mask`` [B, K, S]: valid steps (default: all).
+    * ``top_index``: index (int, or [B] long tensor) of the top-ranked response
+      of each list (TPO puts it at 0).
+
+    ``w_nk = 1 - cos(h_nk, h_top,k) + floor``: steps that differ from the
+    top-ranked response's step at the same index count most; shared steps
+    only get ``floor``, which also keeps the top response itself (all
+    cos = 1) from being 0/0. This deliberately inverts the released code's
+    ``1 + cos``, which up-weights shared steps. Steps are aligned by index;
+    a step with no counterpart in the top response gets cos = 0 (w = 1 + floor).
+    Hidden states are detached: the weights are a stop-gradient reweighting,
+    gradients flow only through ``rho``. Returns [B, K] (no beta; feed it to
+    ``tpo_loss(..., logratios=...)``). A response with no valid step scores 0.
+    """
+    if step_logratios.dim() != 3:
+        raise ValueError(f"step_logratios must be [B, K, S], got {tuple(step_logratios.shape)}")
+    if step_hidden.dim() != 4 or step_hidden.shape[:3] != step_logratios.shape:
+        raise ValueError(
+            f"step_hidden must be [B, K, S, H] matching step_logratios, got {tuple(step_hidden.shape)}"
+        )
+    if floor <= 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    b, k, _ = step_logratios.shape
+    if step_mask is None:
+        step_mask = torch.ones(step_logratios.shape, dtype=torch.bool, device=step_logratios.device)
+    else:
+        if step_mask.shape != step_logratios.shape:
+            raise ValueError(f"step_mask shape {tuple(step_mask.shape)} != {tuple(step_logratios.shape)}")
+        step_mask = step_mask.to(dtype=torch.bool, device=step_logratios.device)
+
+    hidden = step_hidden.detach().to(step_logratios.dtype)
+    if isinstance(top_index, torch.Tensor):
+        top = top_index.to(device=hidden.device, dtype=torch.long).reshape(b)
+    else:
+        if not 0 <= top_index < k:
+            raise ValueError(f"top_index {top_index} out of range for K={k}")
+        top = torch.full((b,), top_index, dtype=torch.long, device=hidden.device)
+    batch = torch.arange(b, device=hidden.device)
+    top_hidden = hidden[batch, top]  # [B, S, H]
+    top_mask = step_mask[batch, top]  # [B, S]
+
+    cos = F.cosine_similarity(hidden, top_hidden[:, None], dim=-1, eps=1e-8)  # [B, K, S]
+    cos = torch.where(top_mask[:, None, :], cos, torch.zeros_like(cos))
+    w = (1.0 - cos + floor) * step_mask.to(cos.dtype)
+
+    rho = torch.where(step_mask, step_logratios, torch.zeros_like(step_logratios))
+    num = (w * rho).sum(dim=-1)
+    den = w.sum(dim=-1)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
+
+
+# ----------------------------------------------------------------------------
+# SCoRe / REINFORCE
+# ----------------------------------------------------------------------------
+
+
+def score_shaped_rewards(
+    r1: torch.Tensor, r2: torch.Tensor, alpha: float, stage: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SCoRe per-turn rewards ``(reward_attempt1, reward_attempt2)`` (gamma = 0).
+
+    * stage 1: ``(0, r2)``. Only attempt 2 is rewarded; attempt 1 is held near
+      the reference by a (strong, beta2) KL term applied elsewhere.
+    * stage 2: ``(r1, r2 + alpha*(r2 - r1))``. The bonus rewards flipping
+      wrong -> right and penalises right -> wrong, so "repeat the first
+      answer" stops being optimal (alpha >> 1, paper uses 10).
+    """
+    r1 = torch.as_tensor(r1)
+    r2 = torch.as_tensor(r2)
+    if not torch.is_floating_point(r1):
+        r1 = r1.float()
+    if not torch.is_floating_point(r2):
+        r2 = r2.float()
+    if r1.shape != r2.shape:
+        raise ValueError(f"r1 shape {tuple(r1.shape)} != r2 shape {tuple(r2.shape)}")
+    if stage == 1:
+        return torch.zeros_like(r1), r2.clone()
+    if stage == 2:
+        return r1.clone(), r2 + alpha * (r2 - r1)
+    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO advantages over the last dim: ``A_i = r_i - mean_{j != i} r_j``.
+
+    ``rewards`` is [B, n] (n samples per prompt, n >= 2). The baseline for
+    sample i excludes i itself, so it stays unbiased.
+    """
+    rewards = torch.as_tensor(rewards)
+    if not torch.is_floating_point(rewards):
+        rewards = rewards.float()
+    if rewards.dim() < 1 or rewards.shape[-1] < 2:
+        raise ValueError(f"need at least 2 samples per prompt in the last dim, got shape {tuple(rewards.shape)}")
+    n = rewards.shape[-1]
+    others_mean = (rewards.sum(dim=-1, keepdim=True) - rewards) / (n - 1)
+    return rewards - others_mean
+
+
+def policy_gradient_loss(
+    logps: torch.Tensor,
+    advantages: torch.Tensor,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> LossOutput:
+    """REINFORCE: ``L = -mean(A * logp) + kl_coef * mean(kl)``.
+
+    ``logps`` are summed log-probs of each sampled sequence (or turn);
+    ``advantages`` are detached (they are constants of the estimator).
+    ``kl`` is a per-sample KL estimate that must itself be differentiable
+    w.r.t. the policy (e.g. k3 or an exact per-token KL summed over the
+    sequence); the k1 log-ratio has zero expected gradient as a loss and
+    belongs in the reward instead.
+    """
+    advantages = _as_tensor(advantages, logps, "advantages").detach()
+    if kl_coef != 0.0 and kl is None:
+        raise ValueError("kl_coef != 0 needs a kl tensor")
+    pg = -(advantages * logps).mean()
+    loss = pg
+    metrics: dict[str, float] = {
+        "loss/policy": pg.item(),
+        "advantages/mean": advantages.float().mean().item(),
+        "logps/mean": logps.detach().float().mean().item(),
+    }
+    if kl is not None:
+        if kl.shape != logps.shape:
+            raise ValueError(f"kl shape {tuple(kl.shape)} != logps shape {tuple(logps.shape)}")
+        kl_mean = kl.mean()
+        loss = loss + kl_coef * kl_mean
+        metrics["objective/kl"] = kl_mean.item()
+    return LossOutput(loss=loss, metrics=metrics)

@@ -1,0 +1,96 @@
+"""Shared machinery for pairwise objectives: encoding pairs, reference log-probs, batched log-probs."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from sisearch.data.records import PreferencePair
+from sisearch.models.policy import Policy
+from sisearch.optim.logprobs import CompletionBatch, collate_completions, completion_logps, encode_completion, encode_prompt
+
+# Reference log-probs are always computed once, before training: from the policy as it enters the
+# iteration ("precomputed"), or from its base weights with the LoRA adapters switched off.
+REFERENCES = ("precomputed", "adapters_disabled")
+
+
+@dataclass
+class EncodedPair:
+    index: int
+    chosen: tuple[list[int], list[int]]
+    rejected: tuple[list[int], list[int]]
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
+
+
+@dataclass
+class PairBatch:
+    """Chosen rows first, then rejected rows, in one padded batch (one forward pass for both)."""
+
+    sequences: CompletionBatch
+    indices: torch.Tensor
+    ref_chosen: torch.Tensor
+    ref_rejected: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+
+def encode_pairs(policy: Policy, pairs: Sequence[PreferencePair]) -> list[EncodedPair]:
+    tokenizer = policy.tokenizer
+    encoded = []
+    for i, pair in enumerate(pairs):
+        prompt = encode_prompt(tokenizer, pair.prompt)
+        chosen = encode_completion(tokenizer, pair.chosen, append_eos=pair.chosen_complete)
+        rejected = encode_completion(tokenizer, pair.rejected, append_eos=pair.rejected_complete)
+        encoded.append(EncodedPair(i, (prompt, chosen), (prompt, rejected)))
+    return encoded
+
+
+def collate_pairs(items: list[EncodedPair], pad_id: int, max_length: int | None) -> PairBatch:
+    rows = [item.chosen for item in items] + [item.rejected for item in items]
+    return PairBatch(
+        sequences=collate_completions(rows, pad_id, max_length),
+        indices=torch.tensor([item.index for item in items]),
+        ref_chosen=torch.tensor([item.ref_chosen for item in items]),
+        ref_rejected=torch.tensor([item.ref_rejected for item in items]),
+    )
+
+
+def pair_logps(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, ...]:
+    """(chosen logps, rejected logps, chosen token counts, rejected token counts) for a pair batch."""
+    logps, counts = completion_logps(model, batch.sequences)
+    n = batch.size
+    return logps[:n], logps[n:], counts[:n], counts[n:]
+
+
+def reference_context(policy: Policy, reference: str):
+    """A context in which `policy.model` computes reference log-probs (adapters off under LoRA)."""
+    if reference == "adapters_disabled":
+        if not policy.is_peft:
+            raise ValueError("reference 'adapters_disabled' needs a LoRA policy (set model.lora)")
+        return policy.model.disable_adapter()
+    return nullcontext()
+
+
+@torch.no_grad()
+def fill_reference_logps(
+    policy: Policy, items: list[EncodedPair], reference: str, batch_size: int, max_length: int | None
+) -> None:
+    """Compute each pair's reference log-probs once, before training, with the policy as it is now."""
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference '{reference}'; allowed: {', '.join(REFERENCES)}")
+    model = policy.model
+    model.eval()
+    with reference_context(policy, reference):
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = collate_pairs(chunk, policy.tokenizer.pad_token_id, max_length)
+            batch.sequences = batch.sequences.to(policy.device)
+            chosen, rejected, _, _ = pair_logps(model, batch)
+            for item, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
+                item.ref_chosen, item.ref_rejected = c, r

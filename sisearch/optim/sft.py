@@ -1,0 +1,70 @@
+"""`sft`: rejection-sampling fine-tuning on verified-correct samples (the STaR / RFT baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Sequence
+
+import torch
+
+from sisearch.data.records import SFTExample
+from sisearch.models.policy import Policy
+from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
+from sisearch.optim.common import TrainerConfig
+from sisearch.optim.logprobs import (
+    IGNORE,
+    CompletionBatch,
+    collate_completions,
+    encode_completion,
+    encode_prompt,
+)
+from sisearch.registry import register
+
+
+@dataclass
+class SFTConfig:
+    name: str = "sft"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: float = 2.0
+    max_steps: int | None = None
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    max_length: int | None = 1024
+
+
+class SFTModule(ObjectiveModule):
+    """Mean token-level cross-entropy on completion tokens only."""
+
+    def training_step(self, batch: CompletionBatch, batch_idx: int) -> torch.Tensor:
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), batch.labels[:, 1:].flatten(), ignore_index=IGNORE
+        )
+        return self.record(loss, {})
+
+
+def fit_sft(
+    policy: Policy, pairs: Sequence[tuple[str, str]], cfg: SFTConfig, trainer_cfg: TrainerConfig, seed: int
+) -> dict[str, float]:
+    """Fine-tune `policy` in place on (prompt, completion) pairs; EOS is appended to each completion."""
+    tokenizer = policy.tokenizer
+    encoded = [(encode_prompt(tokenizer, p), encode_completion(tokenizer, c, append_eos=True)) for p, c in pairs]
+    total = steps_for(len(encoded), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
+    collate = partial(collate_completions, pad_id=tokenizer.pad_token_id, max_length=cfg.max_length)
+    loader = seeded_loader(encoded, cfg.batch_size, collate, seed)
+    module = SFTModule(policy.model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total)
+    return run_training(module, loader, trainer_cfg, total, policy.model)
+
+
+@register("optimizer", "sft", schema=SFTConfig)
+class SFTOptimizer(Optimizer):
+    consumes = SFTExample
+
+    def __init__(self, cfg: SFTConfig):
+        self.cfg = cfg
+
+    def fit(self, policy: Policy, records: Sequence[SFTExample], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
+        return fit_sft(policy, [(r.prompt, r.completion) for r in records], self.cfg, trainer_cfg, seed)

@@ -1,0 +1,30 @@
+"""The rewarder contract: score a batch of nodes (partial or finished solutions) of many problems at once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from sisearch.search.tree import Node
+from sisearch.tasks.base import Problem
+
+
+@dataclass
+class ScoreItem:
+    problem: Problem
+    prompt: str
+    node: Node
+
+    @property
+    def text(self) -> str:
+        """The prompt and the solution so far."""
+        return self.prompt + self.node.state
+
+
+class Rewarder(ABC):
+    #: whether scoring reads the gold answer (then it is usable at training time only)
+    uses_gold: bool = False
+
+    @abstractmethod
+    def score(self, items: list[ScoreItem]) -> list[float]:
+        """One score per item, higher is better."""

@@ -1,0 +1,49 @@
+"""What a searcher asks the scheduler for. The scheduler batches each kind across all problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sisearch.search.tree import Node, Verdict
+
+
+@dataclass
+class Expand:
+    """Generate `n` continuations of `node` and attach them as its children; answered with the new children.
+
+    With `whole=True` each continuation runs to the end of the solution (one child per sample); otherwise
+    each child is one step, ending at the task's step delimiter.
+    """
+
+    node: Node
+    n: int
+    temperature: float = 1.0
+    whole: bool = False
+    max_new_tokens: int | None = None  # None: the task's budget (whole) or the searcher's step budget
+
+
+@dataclass
+class Score:
+    """Score `nodes` with the rewarder; answered with one float per node."""
+
+    nodes: list[Node]
+
+
+@dataclass
+class Rollout:
+    """Complete the solution from `node` `n` times without attaching anything; answered with RolloutResults."""
+
+    node: Node
+    n: int
+    temperature: float = 1.0
+
+
+@dataclass
+class RolloutResult:
+    text: str  # the continuation after node.state
+    verdict: Verdict
+    num_tokens: int
+    logprob: float
+
+
+Request = Expand | Score | Rollout

@@ -1,0 +1,140 @@
+"""The one place that batches: drives every problem's search generator and merges their requests.
+
+Each round, the pending requests of all problems are grouped by kind (and generation settings), sent to
+the engine or rewarder as one call per group, and each answer is sent back into its generator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sisearch.engines.base import Engine, Sample
+from sisearch.search.base import Searcher
+from sisearch.search.requests import Expand, Rollout, RolloutResult, Score
+from sisearch.search.tree import Cost, Node, Tree
+from sisearch.tasks.base import Problem, Task
+
+
+@dataclass
+class SearchContext:
+    task: Task
+    engine: Engine
+    rewarder: Any  # sisearch.rewards.base.Rewarder (kept loose to avoid an import cycle)
+    step_max_new_tokens: int = 32
+    progress: bool = True
+
+
+def make_child(parent: Node, sample: Sample, task: Task, problem: Problem, whole: bool) -> Node:
+    state = parent.state + sample.text
+    depth = parent.depth + 1
+    truncated = sample.finish_reason == "length"
+    terminal = (
+        sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
+    )
+    child = Node(
+        step=sample.text,
+        state=state,
+        prior_logprob=sample.logprob,
+        num_tokens=sample.num_tokens,
+        terminal=terminal,
+        verdict=task.check(problem, state) if terminal else None,
+    )
+    if truncated:
+        child.metadata["truncated"] = True
+    return parent.add_child(child)
+
+
+class Scheduler:
+    def __init__(self, searcher: Searcher, ctx: SearchContext):
+        self.searcher, self.ctx = searcher, ctx
+
+    def run(self, problems: list[Problem]) -> list[Tree]:
+        task = self.ctx.task
+        trees = [Tree(problem_id=p.id, prompt=task.prompt(p)) for p in problems]
+        gens = {i: self.searcher.search(p, trees[i]) for i, p in enumerate(problems)}
+        pending: dict[int, Any] = {}
+        progress = Progress(
+            TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            disable=not self.ctx.progress, transient=True,
+        )
+        with progress:
+            bar = progress.add_task("search", total=len(problems))
+            for i in gens:
+                self._advance(i, None, gens, pending, trees, progress, bar)
+            while pending:
+                answers = self._dispatch(pending, problems, trees)
+                current = dict(pending)
+                pending.clear()
+                for i in current:
+                    self._advance(i, answers[i], gens, pending, trees, progress, bar)
+        return trees
+
+    def _advance(self, i, answer, gens, pending, trees, progress, bar) -> None:
+        try:
+            pending[i] = gens[i].send(answer)
+        except StopIteration:
+            self.searcher.finish(trees[i])
+            progress.advance(bar)
+
+    def _dispatch(self, pending: dict[int, Any], problems: list[Problem], trees: list[Tree]) -> dict[int, Any]:
+        answers: dict[int, Any] = {}
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, request in pending.items():
+            if isinstance(request, Expand):
+                groups[("expand", request.n, request.temperature, request.whole, request.max_new_tokens)].append(i)
+            elif isinstance(request, Rollout):
+                groups[("rollout", request.n, request.temperature)].append(i)
+            elif isinstance(request, Score):
+                groups[("score",)].append(i)
+            else:
+                raise TypeError(f"searcher yielded {type(request).__name__}; allowed: Expand, Score, Rollout")
+        for key, members in groups.items():
+            if key[0] == "score":
+                self._score(members, pending, problems, trees, answers)
+            else:
+                self._generate(key, members, pending, problems, trees, answers)
+        return answers
+
+    def _generate(self, key, members, pending, problems, trees, answers) -> None:
+        task, engine = self.ctx.task, self.ctx.engine
+        kind, n, temperature = key[0], key[1], key[2]
+        whole = kind == "rollout" or key[3]
+        budget = key[4] if kind == "expand" and key[4] is not None else None
+        if budget is None:
+            budget = task.max_new_tokens if whole else self.ctx.step_max_new_tokens
+        stop = None if whole else [task.step_delimiter]
+        prompts = [trees[i].prompt + pending[i].node.state for i in members]
+        outputs = engine.generate(prompts, n=n, max_new_tokens=budget, temperature=temperature, stop=stop)
+        for i, samples in zip(members, outputs):
+            cost = Cost(1, samples[0].prompt_tokens if samples else 0, sum(s.num_tokens for s in samples))
+            trees[i].cost.add(cost)
+            node = pending[i].node
+            if kind == "expand":
+                answers[i] = [make_child(node, s, task, problems[i], whole) for s in samples]
+            else:
+                answers[i] = [
+                    RolloutResult(s.text, task.check(problems[i], node.state + s.text), s.num_tokens, s.logprob)
+                    for s in samples
+                ]
+
+    def _score(self, members, pending, problems, trees, answers) -> None:
+        from sisearch.rewards.base import ScoreItem
+
+        items, owners = [], []
+        for i in members:
+            for node in pending[i].nodes:
+                items.append(ScoreItem(problems[i], trees[i].prompt, node))
+                owners.append(i)
+        scores = self.ctx.rewarder.score(items) if items else []
+        for i in members:
+            answers[i] = []
+        for i, score in zip(owners, scores):
+            answers[i].append(float(score))
+
+
+def run_search(searcher: Searcher, problems: list[Problem], ctx: SearchContext) -> list[Tree]:
+    return Scheduler(searcher, ctx).run(problems)
