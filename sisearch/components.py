@@ -1,9 +1,14 @@
-"""Imports every built-in component so that its `@register` runs."""
+"""Imports every built-in component module so that its `@register` runs.
 
-from sisearch.tasks import arith, gsm8k  # noqa: F401
-from sisearch.models import hf as hf_model, tiny  # noqa: F401
-from sisearch.engines import hf as hf_engine  # noqa: F401
-from sisearch.search import baselines  # noqa: F401
-from sisearch.rewards import orm  # noqa: F401
-from sisearch.data import outcome  # noqa: F401
-from sisearch.optim import dpo, sft  # noqa: F401
+Every module of the component packages is imported, so a new built-in component needs no edit here.
+"""
+
+import importlib
+import pkgutil
+
+PACKAGES = ("tasks", "models", "engines", "search", "rewards", "data", "optim")
+
+for _package in PACKAGES:
+    _module = importlib.import_module(f"sisearch.{_package}")
+    for _info in pkgutil.iter_modules(_module.__path__):
+        importlib.import_module(f"sisearch.{_package}.{_info.name}")
