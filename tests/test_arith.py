@@ -1,0 +1,82 @@
+"""The arith task: generation, splits, answer and per-step checking, with exact expectations."""
+
+import random
+
+import pytest
+
+from sisearch.tasks.arith import (
+    ArithConfig,
+    ArithTask,
+    Chain,
+    is_held_out,
+    parse_question,
+    step_labels,
+    written_solution,
+)
+
+
+def test_chain_values_and_gold_steps_modulo_ten():
+    chain = Chain(7, (("+", 5), ("-", 9), ("+", 3)), 10)
+    assert chain.question == "Q:7+5-9+3=?"
+    assert chain.values() == [7, 2, 3, 6]  # 12 -> 2, 2-9=-7 -> 3, 3+3=6
+    assert chain.gold_steps() == ["7+5=2", "2-9=3", "3+3=6"]
+    assert chain.answer == 6
+    assert parse_question("Q:7+5-9+3=?", 10) == chain
+
+
+def test_check_reads_the_last_answer_line():
+    task = ArithTask(ArithConfig())
+    problem = next(p for p in task.problems("test"))
+    gold = problem.solution
+    assert task.check(problem, gold).correct
+    wrong = gold.rsplit("A:", 1)[0] + f"A:{(int(problem.answer) + 1) % 10}"
+    verdict = task.check(problem, wrong)
+    assert not verdict.correct and verdict.parsed
+    assert not task.check(problem, "1+1=2\n").parsed
+    assert task.is_terminal(gold) and not task.is_terminal(gold.rsplit("A:", 1)[0])
+
+
+def test_step_labels_mark_the_first_error_and_what_follows():
+    chain = Chain(7, (("+", 5), ("-", 9), ("+", 3)), 10)
+    assert step_labels(chain, ["7+5=2\n", "2-9=3\n", "3+3=6\n", "A:6"]) == [True, True, True, True]
+    # a slip at step 1 (the wrap-around misconception): later steps are off the gold path, answer wrong
+    assert step_labels(chain, ["7+5=3\n", "3-9=4\n", "4+3=7\n", "A:7"]) == [False, False, False, False]
+    # a wrong left operand even with right arithmetic is off track
+    assert step_labels(chain, ["7+5=2\n", "1-9=2\n"]) == [True, False]
+
+
+def test_wait_line_corrects_the_previous_step():
+    chain = Chain(7, (("+", 5), ("-", 9), ("+", 3)), 10)
+    steps = ["7+5=3\n", "Wait:7+5=2\n", "2-9=3\n", "3+3=6\n", "A:6"]
+    assert step_labels(chain, steps) == [False, True, True, True, True]
+    # a wrong correction stays off track
+    assert step_labels(chain, ["7+5=3\n", "Wait:7+5=4\n", "4-9=5\n"]) == [False, False, False]
+
+
+def test_misconception_writes_one_too_many_at_wrapping_steps_only():
+    chain = Chain(7, (("+", 5), ("+", 1)), 10)  # 7+5 wraps; 2+1 does not
+    assert written_solution(chain, random.Random(0), misconception_rate=1.0) == "7+5=3\n3+1=4\nA:4"
+    assert written_solution(chain, random.Random(0), misconception_rate=0.0) == "7+5=2\n2+1=3\nA:3"
+    corrected = written_solution(chain, random.Random(0), misconception_rate=1.0, self_correction_rate=1.0)
+    assert corrected == "7+5=3\nWait:7+5=2\n2+1=3\nA:3"
+
+
+def test_splits_are_deterministic_disjoint_and_held_out_by_hash():
+    a, b = ArithTask(ArithConfig(seed=3)), ArithTask(ArithConfig(seed=3))
+    assert [p.question for p in a.problems("train")] == [p.question for p in b.problems("train")]
+    train = {p.question for p in a.problems("train")}
+    test = {p.question for p in a.problems("test")}
+    assert not train & test
+    assert all(is_held_out(q) for q in test) and not any(is_held_out(q) for q in train)
+    groups = {p.difficulty for p in a.problems("test")}
+    assert groups == {"ops_2", "ops_4", "ops_6"}
+    other = ArithTask(ArithConfig(seed=4))
+    assert [p.question for p in other.problems("train")] != [p.question for p in a.problems("train")]
+
+
+def test_chance_rate_and_bad_config():
+    assert ArithTask(ArithConfig(modulus=10)).chance_rate == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="train_ops"):
+        ArithTask(ArithConfig(train_ops=[]))
+    with pytest.raises(ValueError, match="split"):
+        ArithTask(ArithConfig()).problems("validation")
