@@ -20,6 +20,9 @@ class Expand:
     temperature: float = 1.0
     whole: bool = False
     max_new_tokens: int | None = None  # None: the task's budget (whole) or the searcher's step budget
+    # With whole=True: a continuation cut by the token budget is an open segment, not a finished solution
+    # (iterative deepening appends to it); only EOS ends it.
+    segment: bool = False
 
 
 @dataclass
@@ -47,3 +50,5 @@ class RolloutResult:
 
 
 Request = Expand | Score | Rollout
+# A searcher may also yield a list of requests (e.g. expand every beam at once); the answer is the list of
+# their answers in the same order, and the list's requests are batched with everyone else's.

@@ -28,13 +28,17 @@ class SearchContext:
     progress: bool = True
 
 
-def make_child(parent: Node, sample: Sample, task: Task, problem: Problem, whole: bool) -> Node:
+def make_child(parent: Node, sample: Sample, task: Task, problem: Problem, whole: bool, segment: bool = False) -> Node:
     state = parent.state + sample.text
     depth = parent.depth + 1
     truncated = sample.finish_reason == "length"
-    terminal = (
-        sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
-    )
+    if segment:  # an open segment of a longer solution: only EOS finishes it
+        terminal = sample.finish_reason == "eos"
+        truncated = False
+    else:
+        terminal = (
+            sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
+        )
     child = Node(
         step=sample.text,
         state=state,
@@ -81,17 +85,39 @@ class Scheduler:
             progress.advance(bar)
 
     def _dispatch(self, pending: dict[int, Any], problems: list[Problem], trees: list[Tree]) -> dict[int, Any]:
+        # A list of requests is flattened into (problem, position) entries so that it is batched like the rest.
+        flat: dict[tuple[int, int | None], Any] = {}
+        for i, request in pending.items():
+            if isinstance(request, list):
+                flat.update({(i, j): r for j, r in enumerate(request)})
+            else:
+                flat[(i, None)] = request
+        flat_problems = {key: problems[key[0]] for key in flat}
+        flat_trees = {key: trees[key[0]] for key in flat}
+        flat_answers = self._dispatch_flat(flat, flat_problems, flat_trees)
         answers: dict[int, Any] = {}
-        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, request in pending.items():
+            if isinstance(request, list):
+                answers[i] = [flat_answers[(i, j)] for j in range(len(request))]
+            else:
+                answers[i] = flat_answers[(i, None)]
+        return answers
+
+    def _dispatch_flat(self, pending: dict[Any, Any], problems: dict[Any, Problem], trees: dict[Any, Tree]) -> dict:
+        answers: dict[Any, Any] = {}
+        groups: dict[tuple, list[Any]] = defaultdict(list)
         for i, request in pending.items():
             if isinstance(request, Expand):
-                groups[("expand", request.n, request.temperature, request.whole, request.max_new_tokens)].append(i)
+                key = ("expand", request.n, request.temperature, request.whole, request.max_new_tokens, request.segment)
+                groups[key].append(i)
             elif isinstance(request, Rollout):
                 groups[("rollout", request.n, request.temperature)].append(i)
             elif isinstance(request, Score):
                 groups[("score",)].append(i)
             else:
-                raise TypeError(f"searcher yielded {type(request).__name__}; allowed: Expand, Score, Rollout")
+                raise TypeError(
+                    f"searcher yielded {type(request).__name__}; allowed: Expand, Score, Rollout or a list of them"
+                )
         for key, members in groups.items():
             if key[0] == "score":
                 self._score(members, pending, problems, trees, answers)
@@ -109,12 +135,16 @@ class Scheduler:
         stop = None if whole else [task.step_delimiter]
         prompts = [trees[i].prompt + pending[i].node.state for i in members]
         outputs = engine.generate(prompts, n=n, max_new_tokens=budget, temperature=temperature, stop=stop)
+        charged: set[int] = set()  # a tree counts one engine call per call, however many of its requests it held
         for i, samples in zip(members, outputs):
-            cost = Cost(1, samples[0].prompt_tokens if samples else 0, sum(s.num_tokens for s in samples))
-            trees[i].cost.add(cost)
+            tree = trees[i]
+            calls = 0 if id(tree) in charged else 1
+            charged.add(id(tree))
+            cost = Cost(calls, samples[0].prompt_tokens if samples else 0, sum(s.num_tokens for s in samples))
+            tree.cost.add(cost)
             node = pending[i].node
             if kind == "expand":
-                answers[i] = [make_child(node, s, task, problems[i], whole) for s in samples]
+                answers[i] = [make_child(node, s, task, problems[i], whole, key[5]) for s in samples]
             else:
                 answers[i] = [
                     RolloutResult(s.text, task.check(problems[i], node.state + s.text), s.num_tokens, s.logprob)

@@ -1,0 +1,114 @@
+"""Held-out accuracy of every searcher on arith problems with 6 operations, at a matched token budget.
+
+    python benchmarks/search_compare.py [--problems 100] [--budget 320] [--wait-until 05:30]
+
+Each searcher's sizes are set so that it spends about `--budget` generated tokens per problem (greedy, which
+cannot scale, spends what one solution takes); the table reports what each actually spent. No gold answer
+guides the search: the rewarder is the policy's own likelihood, `exp(mean token log-prob)` of the solution
+so far (a test-time signal read off the tokens' log-probs, no extra model call), and the final answer of every
+searcher is the majority vote over the solutions it finished. Accuracy is then checked against the gold answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from search_throughput import REPO, wait_for_model  # noqa: E402
+
+from sisearch import registry  # noqa: E402
+from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
+from sisearch.models.policy import load_policy  # noqa: E402
+from sisearch.rewards.base import Rewarder, ScoreItem  # noqa: E402
+from sisearch.search.scheduler import SearchContext, run_search  # noqa: E402
+from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class LikelihoodRewarder(Rewarder):
+    """`exp(sum of the path's token log-probs / its token count)`: the policy's per-token confidence.
+
+    Reads only the log-probs the engine returned with each step (Node.prior_logprob, Node.num_tokens);
+    nodes without generated tokens (a reflection trigger) add nothing.
+    """
+
+    uses_gold = False
+
+    def score(self, items: list[ScoreItem]) -> list[float]:
+        scores = []
+        for item in items:
+            path = item.node.path() or [item.node]
+            tokens = sum(n.num_tokens for n in path)
+            logprob = sum(n.prior_logprob for n in path)
+            scores.append(math.exp(logprob / tokens) if tokens else 0.0)
+        return scores
+
+
+# Sizes chosen so that each searcher spends roughly the same tokens per 6-op problem (~40 tokens a solution).
+SETTINGS = {
+    "greedy": {},
+    "best_of_n": {"n": 8},
+    "beam": {"beam_size": 2, "expansions": 4},
+    "mcts": {"simulations": 8, "first_root_factor": 2, "depth_limit": 3, "width": 2, "root_width": 2},
+    "best_first": {"children": 2, "rollouts": 1, "correct_threshold": 0.9},
+    "iterative_deepening": {"samples": 8, "first_budget": 12, "growth": 2.0, "max_tokens": 96},
+}
+
+
+def build(name: str):
+    sizes = dict(SETTINGS[name])
+    conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "searcher" / f"{name}.yaml"), sizes)
+    conf.answer_rule = "majority"
+    return registry.build("searcher", registry.validate("searcher", conf))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--wait-until", default="05:30", help="UTC HH:MM to stop waiting for the default model")
+    # One thread: on a shared, busy CPU torch's thread pool can be many times slower than a single thread.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--only", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    directory, which = wait_for_model(args.wait_until)
+    engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
+    task = ArithTask(ArithConfig(test_ops=[6]))
+    problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][: args.problems]
+    ctx = SearchContext(task, engine, LikelihoodRewarder(), step_max_new_tokens=32, progress=False)
+
+    rows = []
+    for name in args.only:
+        searcher = build(name)
+        engine.reseed(0)
+        start = time.time()
+        trees = run_search(searcher, problems, ctx)
+        seconds = time.time() - start
+        right = sum(1 for t in trees if t.chosen is not None and t.chosen.verdict and t.chosen.verdict.correct)
+        covered = sum(1 for t in trees if any(n.verdict and n.verdict.correct for n in t.terminals()))
+        tokens = sum(t.cost.generated_tokens for t in trees) / len(trees)
+        rows.append((name, right / len(trees), covered / len(trees), tokens, seconds, SETTINGS[name]))
+        print(f"done {name}: {seconds:.1f} s", flush=True)
+
+    print(f"\nmodel: {which}; {len(problems)} held-out arith problems with 6 operations (modulus 10, chance 10%)")
+    print("rewarder: the policy's own likelihood exp(mean token logprob); answer rule: majority vote\n")
+    print(f"| {'searcher':<20} | accuracy | coverage | tokens/problem | seconds | settings")
+    print(f"|{'-' * 22}|----------|----------|----------------|---------|---------")
+    for name, acc, cov, tokens, seconds, sizes in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in sizes.items()) or "-"
+        print(f"| {name:<20} | {acc:8.3f} | {cov:8.3f} | {tokens:14.1f} | {seconds:7.1f} | {settings}")
+    print("\ncoverage: a right answer among the searcher's finished solutions (not used to pick the answer)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`mcts`: MCTS-DPO's tree search (research/algorithms.md §1.1), one generator per problem.
+
+An iteration descends by PUCT (length-penalised step prior) to a leaf, then repeatedly expands the leaf
+(`width` sampled steps, scored by the rewarder), PUCT-selects one of the new children and goes on, until
+a finished solution or `depth_limit` steps below the search root; finally it backs up along the path with
+MCTS-DPO's visit-weighted rule. With `commit`, the search moves root by root like AlphaZero: `simulations`
+iterations (times `first_root_factor` at the first root), then commit to one child and search again from it.
+The math lives in `puct.py`.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+
+from sisearch.registry import register
+from sisearch.search import puct
+from sisearch.search.answers import check_rule
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.requests import Expand, Score
+from sisearch.search.tree import Node, Tree
+from sisearch.tasks.base import Problem
+
+
+@dataclass
+class MCTSConfig:
+    name: str = "mcts"
+    simulations: int = 8  # K: iterations per move with `commit`, or in total without
+    first_root_factor: int = 4  # MCTS-DPO gives the episode's first root 4K iterations
+    width: int = 2  # n_actions: sampled children per expansion
+    root_width: int = 2  # n_init_actions: children of the empty solution
+    depth_limit: int | None = 3  # d: an iteration stops this many steps below the search root (None: at the end)
+    force_after: int | None = None  # a state with more steps than this is completed by one whole continuation
+    c_puct: float = 1.0
+    length_penalty: float = 1.25  # lambda in p = exp(sum logp / L^lambda)
+    gamma: float = 1.0
+    commit: bool = True  # move-by-move commitment
+    commit_temperature: float = 0.0  # 0: argmax of (N(div+1), Q, V); > 0: sample by e^Q (children+1)
+    outcome_weight: float = 1.0  # weight of the outcome O = 2s - 1 of finished solutions
+    step_weight: float = 1.0  # weight of the rewarder's (depth-damped) step score
+    damp_after: int | None = 3  # C' = C / max(depth_parent - damp_after, 1); None: no damping
+    inherit_on_zero: bool = True  # an unfinished child with C' = 0 takes its parent's value
+    dedup: bool = True  # drop a new child whose step text repeats a sibling's
+    dirichlet_alpha: float = 0.3
+    dirichlet_fraction: float = 0.0  # root noise weight; 0 turns it off
+    temperature: float = 1.0
+    answer_rule: str = "highest_value"
+    seed: int = 0  # root noise and sampled commitment
+
+
+@register("searcher", "mcts", schema=MCTSConfig)
+class MCTS(Searcher):
+    def __init__(self, cfg: MCTSConfig):
+        for key in ("simulations", "first_root_factor", "width", "root_width"):
+            if getattr(cfg, key) < 1:
+                raise ValueError(f"searcher 'mcts': {key} must be at least 1, got {getattr(cfg, key)}")
+        if cfg.depth_limit is not None and cfg.depth_limit < 1:
+            raise ValueError(f"searcher 'mcts': depth_limit must be at least 1 or null, got {cfg.depth_limit}")
+        if cfg.force_after is not None and cfg.force_after < 0:
+            raise ValueError(f"searcher 'mcts': force_after must be >= 0 or null, got {cfg.force_after}")
+        if not 0.0 <= cfg.dirichlet_fraction <= 1.0 or cfg.dirichlet_alpha <= 0:
+            raise ValueError("searcher 'mcts': dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0")
+        if cfg.c_puct < 0 or cfg.commit_temperature < 0:
+            raise ValueError("searcher 'mcts': c_puct and commit_temperature must be >= 0")
+        check_rule(cfg.answer_rule)
+        self.cfg = cfg
+        self.answer_rule = cfg.answer_rule
+
+    def search(self, problem: Problem, tree: Tree) -> SearchGenerator:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(problem.id.encode()))
+        root = tree.root
+        root.metadata.setdefault(puct.V_KEY, 0.0)
+        iterations = cfg.simulations * cfg.first_root_factor if cfg.commit else cfg.simulations
+        committed: list[Node] = []
+        while True:
+            noise = None
+            for _ in range(iterations):
+                if noise is None and cfg.dirichlet_fraction > 0 and root.children:
+                    noise = puct.dirichlet(cfg.dirichlet_alpha, len(root.children), rng)
+                yield from self._iterate(root, tree, noise)
+            if not cfg.commit or root.terminal or not root.children:
+                break
+            if cfg.commit_temperature > 0:
+                probs = puct.commit_probabilities(root, cfg.commit_temperature)
+                index = rng.choices(range(len(root.children)), weights=probs)[0]
+            else:
+                index = puct.commit_index(root)
+            root = root.children[index]
+            root.metadata["committed"] = True
+            committed.append(root)
+            if root.terminal:
+                break
+            iterations = cfg.simulations
+        tree.metadata["committed_depth"] = len(committed)
+
+    # -- one iteration ------------------------------------------------------------------------------
+    def _within(self, node: Node, root: Node) -> bool:
+        limit = self.cfg.depth_limit
+        return not node.terminal and (limit is None or node.depth - root.depth < limit)
+
+    def _select(self, node: Node, root: Node, noise: list[float] | None) -> Node:
+        priors = None
+        if node is root and noise is not None and len(noise) == len(node.children):
+            own = [puct.step_prior(c.prior_logprob, c.num_tokens, self.cfg.length_penalty) for c in node.children]
+            priors = puct.mix_priors(own, noise, self.cfg.dirichlet_fraction)
+        return node.children[puct.select_child(node, self.cfg.c_puct, self.cfg.length_penalty, priors)]
+
+    def _iterate(self, root: Node, tree: Tree, noise: list[float] | None) -> SearchGenerator:
+        path, node = [root], root
+        while node.children and self._within(node, root):
+            node = self._select(node, root, noise)
+            path.append(node)
+        while self._within(node, root):
+            yield from self._expand(node, tree)
+            if not node.children:
+                break
+            node = self._select(node, root, noise)
+            path.append(node)
+        if len(path) > 1:
+            puct.backup(path, self.cfg.gamma)
+        else:  # a finished root or an empty expansion: only the visit counts
+            root.visits += 1
+
+    def _expand(self, node: Node, tree: Tree) -> SearchGenerator:
+        cfg = self.cfg
+        if cfg.force_after is not None and node.depth > cfg.force_after:
+            new = yield Expand(node, n=1, temperature=cfg.temperature, whole=True)
+        else:
+            n = cfg.root_width if node is tree.root else cfg.width
+            new = yield Expand(node, n=n, temperature=cfg.temperature)
+        if cfg.dedup:
+            new = drop_duplicate_steps(node, new)
+        scores = yield Score(new)
+        for child, score in zip(new, scores):
+            value = puct.node_value(
+                score, child.terminal, node.value, node.depth, cfg.outcome_weight, cfg.step_weight,
+                cfg.damp_after, cfg.inherit_on_zero,
+            )
+            puct.init_child_stats(child, value)
+            child.metadata["score"] = score
+
+
+def drop_duplicate_steps(parent: Node, new: list[Node]) -> list[Node]:
+    """Detach each new child whose step text an earlier sibling already has; returns the kept ones."""
+    seen = {c.step for c in parent.children if all(c is not m for m in new)}
+    kept = []
+    for child in new:
+        if child.step in seen:
+            # by identity: Node is a dataclass, so == would match an equal-looking sibling
+            parent.children = [c for c in parent.children if c is not child]
+            child.parent = None
+        else:
+            seen.add(child.step)
+            kept.append(child)
+    return kept
