@@ -29,6 +29,7 @@ from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
 from sisearch.models.policy import load_policy  # noqa: E402
 from sisearch.rewards.base import Rewarder, ScoreItem  # noqa: E402
 from sisearch.search.scheduler import SearchContext, run_search  # noqa: E402
+from sisearch.search.tree import Node  # noqa: E402
 from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,13 +60,29 @@ SETTINGS = {
     "best_of_n": {"n": 8},
     "beam": {"beam_size": 2, "expansions": 4},
     "mcts": {"simulations": 8, "first_root_factor": 2, "depth_limit": 3, "width": 2, "root_width": 2},
-    "best_first": {"children": 2, "rollouts": 1, "correct_threshold": 0.9},
+    "best_first": {"children": 2, "rollouts": 1},  # correct_threshold: calibrated, see calibrate_threshold
     "iterative_deepening": {"samples": 8, "first_budget": 12, "growth": 2.0, "max_tokens": 96},
 }
 
 
-def build(name: str):
+def calibrate_threshold(engine, task, rewarder, count: int = 32, n: int = 4) -> float:
+    """The median likelihood of sampled solutions to 6-op TRAIN problems: best_first counts a rollout as judged
+    right when its likelihood is above the typical one (no test problem or gold answer is used)."""
+    problems = [p for p in task.problems("train") if p.difficulty == "ops_6"][:count]
+    outputs = engine.generate([task.prompt(p) for p in problems], n=n, max_new_tokens=task.max_new_tokens)
+    items = [
+        ScoreItem(p, task.prompt(p), Node(state=s.text, prior_logprob=s.logprob, num_tokens=s.num_tokens))
+        for p, samples in zip(problems, outputs)
+        for s in samples
+    ]
+    scores = sorted(rewarder.score(items))
+    return scores[len(scores) // 2]
+
+
+def build(name: str, threshold: float):
     sizes = dict(SETTINGS[name])
+    if name == "best_first":
+        sizes["correct_threshold"] = threshold
     conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "searcher" / f"{name}.yaml"), sizes)
     conf.answer_rule = "majority"
     return registry.build("searcher", registry.validate("searcher", conf))
@@ -85,11 +102,14 @@ def main() -> None:
     engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
     task = ArithTask(ArithConfig(test_ops=[6]))
     problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][: args.problems]
-    ctx = SearchContext(task, engine, LikelihoodRewarder(), step_max_new_tokens=32, progress=False)
+    rewarder = LikelihoodRewarder()
+    ctx = SearchContext(task, engine, rewarder, step_max_new_tokens=32, progress=False)
+    engine.reseed(1)
+    threshold = calibrate_threshold(engine, task, rewarder)
 
     rows = []
     for name in args.only:
-        searcher = build(name)
+        searcher = build(name, threshold)
         engine.reseed(0)
         start = time.time()
         trees = run_search(searcher, problems, ctx)
@@ -101,7 +121,8 @@ def main() -> None:
         print(f"done {name}: {seconds:.1f} s", flush=True)
 
     print(f"\nmodel: {which}; {len(problems)} held-out arith problems with 6 operations (modulus 10, chance 10%)")
-    print("rewarder: the policy's own likelihood exp(mean token logprob); answer rule: majority vote\n")
+    print("rewarder: the policy's own likelihood exp(mean token logprob); answer rule: majority vote")
+    print(f"best_first judges a rollout right when its likelihood >= {threshold:.4f} (median on train samples)\n")
     print(f"| {'searcher':<20} | accuracy | coverage | tokens/problem | seconds | settings")
     print(f"|{'-' * 22}|----------|----------|----------------|---------|---------")
     for name, acc, cov, tokens, seconds, sizes in rows:

@@ -1,6 +1,6 @@
 """Wall time of one search over 64 problems run batched (one scheduler for all) versus problem by problem.
 
-    python benchmarks/search_throughput.py [--searcher beam] [--problems 64] [--wait-until 05:30]
+    python benchmarks/search_throughput.py [--searcher mcts] [--problems 64] [--wait-until 05:30]
 
 Uses the default tiny model (conf/model/tiny.yaml, cached in ~/.cache/sisearch). If it is not there yet the
 script waits for it (another process may be training it) until `--wait-until` UTC, then falls back to the
@@ -41,7 +41,7 @@ from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
 
 SIZES = {  # searcher settings for the benchmark (small enough for a 2-core CPU)
     "beam": {"beam_size": 3, "expansions": 4},
-    "mcts": {"simulations": 2, "first_root_factor": 2, "depth_limit": 2},
+    "mcts": {},  # conf/searcher/mcts.yaml as it is
     "best_first": {"children": 3, "rollouts": 2},
     "iterative_deepening": {"samples": 4},
     "best_of_n": {"n": 8},
@@ -79,7 +79,7 @@ def build_searcher(name: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--searcher", default="beam", choices=sorted(SIZES))
+    parser.add_argument("--searcher", default="mcts", choices=sorted(SIZES))
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--wait-until", default="05:30", help="UTC HH:MM to stop waiting for the default model")
     # One thread: on a shared, busy CPU torch's thread pool can be many times slower than a single thread.

@@ -21,7 +21,15 @@ from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.tasks.arith import ArithConfig, ArithTask
 from sisearch.tasks.base import Problem
 
-torch.set_num_threads(1)  # a shared CPU: torch's thread pool is slower than one thread under load
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On a shared, busy CPU torch's thread pool is many times slower than one thread; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 QUESTION = "Q:1+1=?"
 EOS = "$"  # a scripted text ending in $ finishes with EOS (the $ is not part of the text)
