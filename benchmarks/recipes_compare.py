@@ -1,0 +1,139 @@
+"""Held-out greedy accuracy per difficulty after T iterations of each recipe and of the RFT default.
+
+    python benchmarks/recipes_compare.py [--iterations 3] [--problems 16] [--test-size 50] [--recipes ...]
+
+Every run uses the default tiny model (conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
+arith task, the same seed and the same training problems per iteration. Search sizes are set so that each
+recipe spends roughly the same generated tokens per problem as best-of-8 (the RFT default's search); the
+table reports what each actually spent (search tokens, plus the on-policy sampling of `score` in training).
+Rows are printed as one table at the end; each run's metrics also stay in its run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name -> overrides; "rft" is the foundation's default (best_of_n -> correct_samples -> sft).
+RECIPES: dict[str, list[str]] = {
+    "rft": [],
+    "mcts_dpo": ["experiment=mcts_dpo", "searcher.simulations=8", "searcher.first_root_factor=2"],
+    "step_dpo": ["experiment=step_dpo", "searcher.children=2", "searcher.rollouts=1"],
+    "cpl_step_apo": ["experiment=cpl_step_apo", "searcher.simulations=8"],
+    "tpo": ["experiment=tpo", "searcher.simulations=6", "searcher.first_root_factor=2"],
+    "score": ["experiment=score", "searcher.n=4"],
+}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def wait_for_model(timeout_s: float) -> Path:
+    """The default tiny model's cached directory; another process may still be training it."""
+    from sisearch.models.tiny import DONE_MARKER, TinyConfig, cache_key
+
+    model = default_tiny_config()
+    directory = Path(os.path.expanduser(model["cache_dir"])) / f"tiny-{cache_key(TinyConfig(**model))}"
+    deadline = time.time() + timeout_s
+    while not (directory / DONE_MARKER).is_file():
+        if time.time() > deadline:
+            raise TimeoutError(f"the default tiny model is not cached at {directory} (train it with `sisearch iterations=0`)")
+        time.sleep(10)
+    return directory
+
+
+def default_tiny_config() -> dict:
+    """conf/model/tiny.yaml's values, so the cache key matches the model every run here loads."""
+    from omegaconf import OmegaConf
+
+    cfg = compose([])
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in model.items() if k != "lora"}
+
+
+def run_recipe(name: str, common: list[str], out: Path) -> dict:
+    from sisearch.loop import run
+
+    cfg = compose(common + RECIPES[name])
+    start = time.time()
+    rows = run(cfg, out / name)
+    last = rows[-1]
+    searched = sum(r.get("search/generated_tokens", 0.0) for r in rows[1:])
+    trained = sum(r.get("train/generated_tokens", 0.0) for r in rows[1:])
+    return {
+        "recipe": name,
+        "base": rows[0],
+        "last": last,
+        "tokens": searched + trained,
+        "search_tokens": searched,
+        "records": [r.get("data/records", 0.0) for r in rows[1:]],
+        "seconds": time.time() - start,
+    }
+
+
+def print_table(results: list[dict], iterations: int) -> None:
+    keys = sorted(k for k in results[0]["last"] if k.startswith("eval/greedy/") and k != "eval/greedy/overall")
+    keys.append("eval/greedy/overall")
+    head = ["recipe"] + [k.split("/")[-1] for k in keys] + ["gen. tokens", "records/iter", "seconds"]
+    lines = [head]
+    base = results[0]["base"]
+    lines.append(["base (iter 0)"] + [f"{base[k]:.3f}" for k in keys] + ["-", "-", "-"])
+    for r in results:
+        lines.append(
+            [f"{r['recipe']} (iter {iterations})"]
+            + [f"{r['last'][k]:.3f}" for k in keys]
+            + [f"{r['tokens']:.0f}", "/".join(f"{x:.0f}" for x in r["records"]), f"{r['seconds']:.0f}"]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    for i, row in enumerate(lines):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--problems", type=int, default=16, help="training problems searched per iteration")
+    parser.add_argument("--test-size", type=int, default=50, help="held-out problems per difficulty")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes_compare")
+    parser.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the cached tiny model")
+    args = parser.parse_args()
+
+    wait_for_model(args.wait)
+    common = [
+        "logger=none", "progress=false", "trainer.progress_bar=false", "save_checkpoints=false",
+        f"iterations={args.iterations}", f"problems_per_iteration={args.problems}",
+        f"task.test_size_per_difficulty={args.test_size}", f"seed={args.seed}",
+    ]
+    out = args.out / time.strftime("%Y%m%d-%H%M%S")
+    results = []
+    for name in args.recipes:
+        print(f"[recipes_compare] running {name} ...", file=sys.stderr, flush=True)
+        results.append(run_recipe(name, common, out))
+        (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    print(f"\nheld-out greedy accuracy after {args.iterations} iterations; {args.problems} problems/iteration, "
+          f"{args.test_size} test problems per difficulty, seed {args.seed}")
+    print_table(results, args.iterations)
+    print(f"\nrun directories: {out}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

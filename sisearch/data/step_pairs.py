@@ -1,0 +1,175 @@
+"""Step-level preference pairs from searched trees.
+
+`step_pairs` (MCTS-DPO, Step-DPO): at a node with two or more children, the best-Q child against a worse
+sibling; the shared prefix is the prompt, so only the differing continuation is scored.
+`advantage_pairs` (CPL's Step-APO): every sibling pair on either side of a Q threshold; each pair carries
+both Q values, whose gap is the advantage gap the Step-APO loss uses as a margin.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+from sisearch.data.base import Builder
+from sisearch.data.branches import (
+    Branch,
+    branch,
+    branching_nodes,
+    check_node_set,
+    chosen_is_correct,
+    split_common_prefix,
+)
+from sisearch.data.records import PreferencePair
+from sisearch.registry import register
+from sisearch.search.tree import Node, Tree
+from sisearch.tasks.base import Problem
+
+REJECT_RULES = ("worst", "random")
+
+
+def make_pair(tree: Tree, parent: Node, chosen: Branch, rejected: Branch, trim: bool, source: str,
+              chosen_value: float, rejected_value: float) -> PreferencePair:
+    prompt = tree.prompt + parent.state
+    chosen_text, rejected_text = chosen.text, rejected.text
+    if trim:
+        shared, chosen_text, rejected_text = split_common_prefix(chosen_text, rejected_text)
+        prompt += shared
+    return PreferencePair(
+        problem_id=tree.problem_id,
+        prompt=prompt,
+        chosen=chosen_text,
+        rejected=rejected_text,
+        chosen_value=chosen_value,
+        rejected_value=rejected_value,
+        chosen_visits=chosen.node.visits,
+        rejected_visits=rejected.node.visits,
+        chosen_complete=chosen.complete,
+        rejected_complete=rejected.complete,
+        metadata={"source": source, "depth": parent.depth, "q_gap": chosen_value - rejected_value},
+    )
+
+
+@dataclass
+class StepPairsConfig:
+    name: str = "step_pairs"
+    nodes: str = "chosen_path"  # chosen_path (MCTS-DPO's committed trajectory) | all (every branching node)
+    rejected: str = "worst"  # worst (lowest Q) | random (a uniformly drawn worse sibling, as MCTS-DPO's code)
+    extend_only_children: bool = True  # a candidate's text runs on through a chain of only-children
+    trim_common_prefix: bool = True  # score from the first character where chosen and rejected differ
+    min_q_gap: float = 0.0  # the chosen Q must exceed the rejected Q by more than this
+    max_pairs_per_tree: int = 8
+    require_correct: bool = False  # MCTS-DPO's --filter: use a tree only if its chosen solution is right
+
+
+@register("builder", "step_pairs", schema=StepPairsConfig)
+class StepPairs(Builder):
+    produces = PreferencePair
+
+    def __init__(self, cfg: StepPairsConfig):
+        if cfg.rejected not in REJECT_RULES:
+            raise ValueError(f"builder 'step_pairs': unknown rejected rule '{cfg.rejected}'; allowed: {', '.join(REJECT_RULES)}")
+        if cfg.max_pairs_per_tree < 1:
+            raise ValueError(f"builder 'step_pairs': max_pairs_per_tree must be at least 1, got {cfg.max_pairs_per_tree}")
+        if cfg.min_q_gap < 0:
+            raise ValueError(f"builder 'step_pairs': min_q_gap must be >= 0, got {cfg.min_q_gap}")
+        check_node_set(cfg.nodes)
+        self.cfg = cfg
+
+    def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[PreferencePair]:
+        rng = random.Random(seed)
+        pairs: list[PreferencePair] = []
+        for tree in trees:
+            if self.cfg.require_correct and not chosen_is_correct(tree):
+                continue
+            taken = 0
+            for parent in branching_nodes(tree, self.cfg.nodes):
+                if taken >= self.cfg.max_pairs_per_tree:
+                    break
+                pair = self.pair_at(tree, parent, rng)
+                if pair is not None:
+                    pairs.append(pair)
+                    taken += 1
+        return pairs
+
+    def pair_at(self, tree: Tree, parent: Node, rng: random.Random) -> PreferencePair | None:
+        branches = [branch(c, self.cfg.extend_only_children) for c in parent.children]
+        # max() keeps the first of equals, so ties go to the earlier (usually more visited) child.
+        best = max(branches, key=lambda b: (b.node.q, b.node.visits, b.node.value))
+        worse = [
+            b for b in branches
+            if best.node.q - b.node.q > self.cfg.min_q_gap and b.text != best.text
+        ]
+        if not worse:
+            return None
+        if self.cfg.rejected == "worst":
+            rejected = min(worse, key=lambda b: (b.node.q, b.node.visits))
+        else:
+            rejected = rng.choice(worse)
+        return make_pair(tree, parent, best, rejected, self.cfg.trim_common_prefix, "step_pairs",
+                         best.node.q, rejected.node.q)
+
+
+@dataclass
+class AdvantagePairsConfig:
+    name: str = "advantage_pairs"
+    nodes: str = "all"  # all (CPL: every expanded node) | chosen_path
+    threshold: float = 0.0  # pairs (i, j) with Q_i > threshold > Q_j (CPL: the sign of Q, for Q in [-1, 1])
+    solution_scale: float = 0.3  # Q values of finished-solution siblings are scaled by this (CPL's sw)
+    extend_only_children: bool = True
+    trim_common_prefix: bool = True
+    max_pairs_per_node: int = 4
+    max_pairs_per_tree: int = 16
+
+
+@register("builder", "advantage_pairs", schema=AdvantagePairsConfig)
+class AdvantagePairs(Builder):
+    produces = PreferencePair
+
+    def __init__(self, cfg: AdvantagePairsConfig):
+        if cfg.max_pairs_per_node < 1 or cfg.max_pairs_per_tree < 1:
+            raise ValueError("builder 'advantage_pairs': max_pairs_per_node and max_pairs_per_tree must be at least 1")
+        if cfg.solution_scale <= 0:
+            raise ValueError(f"builder 'advantage_pairs': solution_scale must be > 0, got {cfg.solution_scale}")
+        check_node_set(cfg.nodes)
+        self.cfg = cfg
+
+    def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[PreferencePair]:
+        rng = random.Random(seed)
+        pairs: list[PreferencePair] = []
+        for tree in trees:
+            tree_pairs: list[PreferencePair] = []
+            for parent in branching_nodes(tree, self.cfg.nodes):
+                tree_pairs.extend(self.pairs_at(tree, parent, rng))
+                if len(tree_pairs) >= self.cfg.max_pairs_per_tree:
+                    break
+            pairs.extend(tree_pairs[: self.cfg.max_pairs_per_tree])
+        return pairs
+
+    def pairs_at(self, tree: Tree, parent: Node, rng: random.Random) -> list[PreferencePair]:
+        branches = [branch(c, self.cfg.extend_only_children) for c in parent.children]
+        t = self.cfg.threshold
+        if all(b.complete for b in branches):
+            # Finished-solution siblings: only the extremes, on a reduced Q scale (CPL keeps step and
+            # solution pairs comparable this way).
+            hi = max(branches, key=lambda b: b.node.q)
+            lo = min(branches, key=lambda b: b.node.q)
+            if not (hi.node.q > t > lo.node.q) or hi.text == lo.text:
+                return []
+            scale = self.cfg.solution_scale
+            return [make_pair(tree, parent, hi, lo, self.cfg.trim_common_prefix, "advantage_pairs",
+                              scale * hi.node.q, scale * lo.node.q)]
+        candidates = [
+            (w, l) for w, l in itertools.product(branches, branches)
+            if w.node.q > t > l.node.q and w.text != l.text
+        ]
+        if len(candidates) > self.cfg.max_pairs_per_node:
+            # Keep the largest gaps (the "critical" steps Step-APO pushes hardest); ties at random.
+            rng.shuffle(candidates)
+            candidates.sort(key=lambda p: p[0].node.q - p[1].node.q, reverse=True)
+            candidates = candidates[: self.cfg.max_pairs_per_node]
+        return [
+            make_pair(tree, parent, w, l, self.cfg.trim_common_prefix, "advantage_pairs", w.node.q, l.node.q)
+            for w, l in candidates
+        ]

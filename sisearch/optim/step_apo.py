@@ -1,0 +1,69 @@
+"""`step_apo`: CPL's Step-APO, DPO with the pair's Q (advantage) gap as a margin inside the sigmoid.
+
+`L = -log sigma(beta*h - alpha*(Q_w - Q_l))`; the Q values come from the pairs' `chosen_value` and
+`rejected_value` (the `advantage_pairs` builder fills them). alpha = 0 is plain sigmoid DPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from sisearch.data.records import PreferencePair
+from sisearch.models.policy import Policy
+from sisearch.optim.base import Optimizer
+from sisearch.optim.common import TrainerConfig
+from sisearch.optim.dpo import fit_pairs
+from sisearch.optim.losses import LossOutput, step_apo_loss
+from sisearch.optim.pairs import PairBatch
+from sisearch.registry import register
+
+
+@dataclass
+class StepAPOConfig:
+    name: str = "step_apo"
+    beta: float = 0.3
+    alpha: float = 1.0
+    nll_weight: float = 0.0
+    reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: float = 2.0
+    max_steps: int | None = None
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    max_length: int | None = 1024
+
+
+@register("optimizer", "step_apo", schema=StepAPOConfig)
+class StepAPOOptimizer(Optimizer):
+    consumes = PreferencePair
+
+    def __init__(self, cfg: StepAPOConfig):
+        if cfg.beta <= 0:
+            raise ValueError(f"optimizer 'step_apo': beta must be > 0, got {cfg.beta}")
+        if cfg.alpha < 0:
+            raise ValueError(f"optimizer 'step_apo': alpha must be >= 0, got {cfg.alpha}")
+        self.cfg = cfg
+        self.records: Sequence[PreferencePair] = ()
+
+    def pair_loss(self, batch: PairBatch, chosen: torch.Tensor, rejected: torch.Tensor) -> LossOutput:
+        picked = [self.records[i] for i in batch.indices.tolist()]
+        return step_apo_loss(
+            chosen, rejected, batch.ref_chosen.to(chosen), batch.ref_rejected.to(chosen),
+            chosen_q=[p.chosen_value for p in picked], rejected_q=[p.rejected_value for p in picked],
+            beta=self.cfg.beta, alpha=self.cfg.alpha,
+        )
+
+    def fit(self, policy: Policy, records: Sequence[PreferencePair], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
+        missing = [i for i, r in enumerate(records) if r.chosen_value is None or r.rejected_value is None]
+        if missing:
+            raise ValueError(
+                f"optimizer 'step_apo' needs Q values on every pair (chosen_value, rejected_value); {len(missing)} "
+                f"pairs lack them (first: #{missing[0]}); build pairs with builder=advantage_pairs or step_pairs"
+            )
+        self.records = records
+        return fit_pairs(self.pair_loss, self.cfg, policy, records, trainer_cfg, seed)

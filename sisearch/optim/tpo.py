@@ -1,0 +1,231 @@
+"""`tpo`: listwise preference optimization over ranked lists (TPO), with adaptive step rewards.
+
+Every response of a list is scored by the policy in one forward pass. With `adaptive_steps`, a response's
+implicit reward is the weighted mean of its per-step mean log-ratios, each step weighted by how much its
+(stop-gradient) policy hidden state differs from the top-ranked response's step at the same index, so the
+steps where responses diverge dominate (`losses.tpo_step_weighted_scores`). Without it, the summed
+log-ratio of the whole response is the reward, as in LiPO. The list loss is `losses.tpo_loss`.
+Log-probs use the shared shifted gather (`logprobs.token_logps`), not the released code's unshifted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Sequence
+
+import torch
+
+from sisearch.data.ranked_lists import RankedList
+from sisearch.models.policy import Policy
+from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
+from sisearch.optim.common import TrainerConfig
+from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
+from sisearch.optim.losses import TPO_WEIGHTINGS, tpo_loss, tpo_step_weighted_scores
+from sisearch.optim.pairs import REFERENCES, reference_context
+from sisearch.registry import register
+
+
+@dataclass
+class TPOConfig:
+    name: str = "tpo"
+    beta: float = 0.5
+    weighting: str = "lambda"  # lambda (LiPO-lambda weights) | uniform (the released code's mean over pairs)
+    adaptive_steps: bool = True  # step-weighted rewards from hidden-state similarity (TPO's adaptive step reward)
+    step_weight_floor: float = 0.01  # weight of a step identical to the top response's
+    reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 4  # lists per batch (each list is several sequences)
+    epochs: float = 2.0
+    max_steps: int | None = None
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    max_length: int | None = 1024
+
+
+@dataclass
+class EncodedResponse:
+    ids: list[int]
+    steps: list[int]  # the step index of each token (EOS belongs to the last step)
+    ref_step_logps: list[float] | None = None  # summed reference log-prob per step, filled before training
+
+
+@dataclass
+class EncodedList:
+    prompt: list[int]
+    responses: list[EncodedResponse]
+    scores: list[float]
+
+
+@dataclass
+class ListBatch:
+    """Every response of every list as one row; `owner`/`slot` place each row back into its list."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    step_index: torch.Tensor  # [rows, seq]: the step of each completion token, -1 elsewhere
+    owner: list[int]
+    slot: list[int]
+    scores: list[list[float]]
+    ref_step_logps: torch.Tensor  # [rows, steps]
+    num_steps: int
+
+
+def encode_response(tokenizer, steps: list[str], complete: bool) -> EncodedResponse:
+    ids: list[int] = []
+    index: list[int] = []
+    kept = 0
+    for step in steps:
+        step_ids = encode_completion(tokenizer, step, append_eos=False)
+        if not step_ids:
+            continue  # an empty step has no tokens to score
+        ids += step_ids
+        index += [kept] * len(step_ids)
+        kept += 1
+    if complete:
+        ids.append(tokenizer.eos_token_id)
+        index.append(max(kept - 1, 0))
+    return EncodedResponse(ids, index)
+
+
+def encode_lists(policy: Policy, lists: Sequence[RankedList]) -> list[EncodedList]:
+    tokenizer = policy.tokenizer
+    return [
+        EncodedList(
+            encode_prompt(tokenizer, r.prompt),
+            [encode_response(tokenizer, steps, done) for steps, done in zip(r.responses, r.complete)],
+            list(r.scores),
+        )
+        for r in lists
+    ]
+
+
+def collate_lists(items: list[EncodedList], pad_id: int, max_length: int | None) -> ListBatch:
+    rows, steps, owner, slot, scores = [], [], [], [], []
+    for i, item in enumerate(items):
+        scores.append(item.scores)
+        for k, response in enumerate(item.responses):
+            rows.append((item.prompt, response.ids))
+            steps.append(response)
+            owner.append(i)
+            slot.append(k)
+    seqs = collate_completions(rows, pad_id, max_length)
+    step_index = torch.full(seqs.labels.shape, -1, dtype=torch.long)
+    num_steps = 1
+    for r, response in enumerate(steps):
+        positions = (seqs.labels[r] != IGNORE).nonzero().squeeze(-1)
+        kept = response.steps[: len(positions)]  # truncation keeps the first completion tokens
+        step_index[r, positions] = torch.tensor(kept, dtype=torch.long)
+        num_steps = max(num_steps, max(kept, default=0) + 1)
+    ref = torch.zeros(len(rows), num_steps)
+    for r, response in enumerate(steps):
+        if response.ref_step_logps is not None:
+            values = response.ref_step_logps[:num_steps]
+            ref[r, : len(values)] = torch.tensor(values)
+    return ListBatch(seqs.input_ids, seqs.attention_mask, seqs.labels, step_index, owner, slot, scores, ref, num_steps)
+
+
+def step_sums(values: torch.Tensor, step_index: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Sum `values` [rows, seq, ...] over the positions of each step -> [rows, steps, ...]."""
+    one_hot = (step_index[..., None] == torch.arange(num_steps, device=step_index.device)).to(values.dtype)
+    if values.dim() == 2:
+        return torch.einsum("rt,rts->rs", values, one_hot)
+    return torch.einsum("rth,rts->rsh", values, one_hot)
+
+
+def policy_step_stats(model: torch.nn.Module, batch: ListBatch, want_hidden: bool):
+    """(summed log-prob per step [rows, S], token count per step [rows, S], mean hidden state per step or None)."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=want_hidden)
+    per_token = token_logps(out.logits, batch.labels)  # position t scores token t+1
+    target_steps = batch.step_index[:, 1:]
+    logps = step_sums(per_token, target_steps, batch.num_steps)
+    counts = step_sums(torch.ones_like(per_token), target_steps, batch.num_steps)
+    hidden = None
+    if want_hidden:
+        # The step's own tokens as inputs; detached: similarity only reweights, it is not trained.
+        last = out.hidden_states[-1].detach().float()
+        hidden = step_sums(last, batch.step_index, batch.num_steps) / counts.clamp(min=1)[..., None]
+    return logps, counts, hidden
+
+
+def to_lists(values: torch.Tensor, batch: ListBatch, width: int, fill: float = 0.0) -> torch.Tensor:
+    """Scatter per-row values [rows, ...] into [lists, width, ...]."""
+    out = values.new_full((len(batch.scores), width, *values.shape[1:]), fill)
+    out[torch.tensor(batch.owner), torch.tensor(batch.slot)] = values
+    return out
+
+
+class TPOModule(ObjectiveModule):
+    def __init__(self, model, cfg: TPOConfig, total_steps: int):
+        super().__init__(model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
+        self.cfg = cfg
+
+    def training_step(self, batch: ListBatch, batch_idx: int) -> torch.Tensor:
+        logps, counts, hidden = policy_step_stats(self.model, batch, self.cfg.adaptive_steps)
+        ref = batch.ref_step_logps.to(logps)
+        width = max(len(s) for s in batch.scores)
+        scores = torch.tensor([s + [0.0] * (width - len(s)) for s in batch.scores], device=logps.device)
+        valid = torch.tensor([[k < len(s) for k in range(width)] for s in batch.scores], device=logps.device)
+        policy_logps = to_lists(logps.sum(-1), batch, width)
+        if self.cfg.adaptive_steps:
+            step_mask = to_lists(counts > 0, batch, width, fill=False)
+            rho = to_lists((logps - ref) / counts.clamp(min=1), batch, width)
+            step_hidden = to_lists(hidden, batch, width)
+            top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1)
+            rewards = tpo_step_weighted_scores(rho, step_hidden, step_mask, top, self.cfg.step_weight_floor)
+            out = tpo_loss(policy_logps, None, scores, self.cfg.beta, self.cfg.weighting, mask=valid, logratios=rewards)
+        else:
+            ref_logps = to_lists(ref.sum(-1), batch, width)
+            out = tpo_loss(policy_logps, ref_logps, scores, self.cfg.beta, self.cfg.weighting, mask=valid)
+        return self.record(out.loss, out.metrics)
+
+
+@torch.no_grad()
+def fill_reference_step_logps(policy: Policy, items: list[EncodedList], cfg: TPOConfig) -> None:
+    """Reference log-probs per step, computed once before training with the policy as it enters the iteration."""
+    if cfg.reference not in REFERENCES:
+        raise ValueError(f"unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
+    model = policy.model
+    model.eval()
+    with reference_context(policy, cfg.reference):
+        for start in range(0, len(items), cfg.batch_size):
+            chunk = items[start : start + cfg.batch_size]
+            batch = collate_lists(chunk, policy.tokenizer.pad_token_id, cfg.max_length)
+            batch = move(batch, policy.device)
+            logps, _, _ = policy_step_stats(model, batch, want_hidden=False)
+            responses = [r for item in chunk for r in item.responses]
+            for response, row in zip(responses, logps.tolist()):
+                response.ref_step_logps = row
+
+
+def move(batch: ListBatch, device: torch.device) -> ListBatch:
+    batch.input_ids, batch.attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    batch.labels, batch.step_index = batch.labels.to(device), batch.step_index.to(device)
+    batch.ref_step_logps = batch.ref_step_logps.to(device)
+    return batch
+
+
+@register("optimizer", "tpo", schema=TPOConfig)
+class TPOOptimizer(Optimizer):
+    consumes = RankedList
+
+    def __init__(self, cfg: TPOConfig):
+        if cfg.weighting not in TPO_WEIGHTINGS:
+            raise ValueError(f"optimizer 'tpo': unknown weighting '{cfg.weighting}'; allowed: {', '.join(TPO_WEIGHTINGS)}")
+        if cfg.beta <= 0 or cfg.step_weight_floor <= 0:
+            raise ValueError("optimizer 'tpo': beta and step_weight_floor must be > 0")
+        if cfg.reference not in REFERENCES:
+            raise ValueError(f"optimizer 'tpo': unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
+        self.cfg = cfg
+
+    def fit(self, policy: Policy, records: Sequence[RankedList], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
+        items = encode_lists(policy, records)
+        fill_reference_step_logps(policy, items, self.cfg)
+        total = steps_for(len(items), self.cfg.batch_size, self.cfg.epochs, trainer_cfg.accumulate_grad_batches,
+                          self.cfg.max_steps)
+        collate = partial(collate_lists, pad_id=policy.tokenizer.pad_token_id, max_length=self.cfg.max_length)
+        module = TPOModule(policy.model, self.cfg, total)
+        loader = seeded_loader(items, self.cfg.batch_size, collate, seed)
+        return run_training(module, loader, trainer_cfg, total, policy.model)
