@@ -1,4 +1,8 @@
-"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `conf/`."""
+"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `conf/`.
+
+Bad input (unknown names or keys, wrong types, missing files) ends the program before any work with exit
+code 2 and one line `sisearch: error: ...` on stderr; a training failure (a non-finite loss) with code 1.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from sisearch.registry import ConfigError
+
+BAD_INPUT_EXIT = 2
 
 
 def config_dir() -> str:
@@ -22,20 +30,57 @@ def config_dir() -> str:
     return str(path)
 
 
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def fail(message: str, code: int) -> None:
+    print(f"sisearch: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def hydra_error_message(err: HydraException) -> str:
+    """Hydra's composition errors as one line that names the key or option and what is allowed."""
+    cause = err.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.parent_node is not None:
+        allowed = [str(k) for k in cause.parent_node.keys() if k != "hydra"]
+        return (
+            f"unknown config key '{cause.full_key}'; allowed keys there: {', '.join(allowed)} "
+            f"(a new key needs a leading '+')"
+        )
+    text = str(err)
+    if isinstance(err, MissingConfigException):
+        text = text.split("Config search path:")[0]  # the search path is noise for a mistyped option
+        head, _, options = text.partition("Available options in")
+        if options:
+            group, _, names = options.partition(":")
+            return f"{one_line(head)}; available options in{group}: {', '.join(names.split())}"
+    return one_line(text)
+
+
 def _main(cfg: DictConfig) -> None:
     from sisearch.loop import run
+    from sisearch.optim.base import NonFiniteLossError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         logging.getLogger("sisearch").error("%s", err)
-        print(f"sisearch: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err), BAD_INPUT_EXIT)
+    except NonFiniteLossError as err:
+        logging.getLogger("sisearch").error("%s", err)
+        fail(str(err), 1)
 
 
 def main() -> None:
-    hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(_main)()
+    # Let Hydra's composition errors (mistyped keys, unknown options) reach us instead of being printed
+    # as several lines with exit code 1; a user who set HYDRA_FULL_ERROR keeps their choice.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(_main)()
+    except HydraException as err:
+        fail(hydra_error_message(err), BAD_INPUT_EXIT)
 
 
 if __name__ == "__main__":

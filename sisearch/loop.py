@@ -27,8 +27,9 @@ from sisearch import registry
 from sisearch.data.records import write_records
 from sisearch.evaluate import EvalConfig, evaluate
 from sisearch.models.policy import Policy, load_policy
+from sisearch.optim.base import NonFiniteLossError
 from sisearch.optim.common import TrainerConfig
-from sisearch.reporting import RunLogger, print_summary
+from sisearch.reporting import LOGGERS, WANDB_MODES, RunLogger, print_summary
 from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.search.tree import Tree
 
@@ -57,9 +58,15 @@ def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # so a crash of the machine cannot leave a renamed but empty file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def iteration_dir(run_dir: Path, t: int) -> Path:
@@ -97,22 +104,29 @@ class Components:
     trainer: TrainerConfig
 
 
+# Top-level config entries besides LoopConfig's fields and the component groups (registry.KINDS).
+OTHER_GROUPS = ("trainer", "logger")
+
+
 def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
     """Check every part of the config before any work starts; returns the typed configs."""
+    allowed = [*LoopConfig.__dataclass_fields__, *registry.KINDS, *OTHER_GROUPS]
+    # Hydra's struct mode rejects `iteration=3`, but `+iteration=3` (or a YAML typo) would pass silently.
+    unknown = [str(k) for k in cfg if k not in allowed and k != "hydra"]
+    if unknown:
+        raise registry.ConfigError(
+            f"unknown top-level config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(allowed)}"
+        )
     loop_keys = {k: cfg[k] for k in LoopConfig.__dataclass_fields__ if k in cfg}
-    try:
-        loop_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LoopConfig), loop_keys))
-    except Exception as err:  # omegaconf's own message names the key
-        raise registry.ConfigError(f"run config: {err}") from None
+    loop_cfg = registry.to_typed(LoopConfig, loop_keys, "run config")
+    check_logger(cfg.get("logger"))
     registry.load_plugins(loop_cfg.plugins)
     typed = {kind: registry.validate(kind, cfg[kind]) for kind in registry.KINDS if kind in cfg}
     missing = [kind for kind in registry.KINDS if kind not in typed]
     if missing:
         raise registry.ConfigError(f"the config has no {', '.join(missing)}; every run needs all of {registry.KINDS}")
-    try:
-        trainer_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.get("trainer", {})))
-    except Exception as err:
-        raise registry.ConfigError(f"trainer config: {err}") from None
+    trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
     builder_cls = registry.lookup("builder", typed["builder"].name).cls
     optimizer_cls = registry.lookup("optimizer", typed["optimizer"].name).cls
     if builder_cls.produces is not optimizer_cls.consumes:
@@ -124,6 +138,15 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
     return loop_cfg, typed, trainer_cfg
+
+
+def check_logger(cfg: Any) -> None:
+    """The logger is built after the model loads, so its settings are checked here, before any work."""
+    name = (cfg or {}).get("name", "none")
+    if name not in LOGGERS:
+        raise registry.ConfigError(f"unknown logger '{name}'; allowed: {', '.join(LOGGERS)}")
+    if name == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
+        raise registry.ConfigError(f"logger 'wandb': unknown mode '{cfg.get('mode')}'; allowed: {', '.join(WANDB_MODES)}")
 
 
 def compatible_builders(record_type: type) -> list[str]:
@@ -141,6 +164,14 @@ def load_checkpoint(model_component: Any, directory: Path) -> Policy:
     if (directory / "adapter_config.json").is_file():
         return load_policy(model_component.base_path, device, dtype, cfg.trust_remote_code, adapter_path=directory)
     return load_policy(directory, device, dtype, cfg.trust_remote_code)
+
+
+def same_run(saved_yaml: str, new_yaml: str) -> bool:
+    """Whether two resolved configs describe the same run (`resume` itself may differ)."""
+    saved, new = OmegaConf.create(saved_yaml), OmegaConf.create(new_yaml)
+    for c in (saved, new):
+        c.pop("resume", None)
+    return saved == new
 
 
 def search_metrics(trees: list[Tree], seconds: float) -> dict[str, float]:
@@ -169,7 +200,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "run_config.yaml"
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    if saved.is_file() and saved.read_text() != resolved and (run_dir / ITERATIONS_DIR).exists():
+    if saved.is_file() and (run_dir / ITERATIONS_DIR).exists() and not same_run(saved.read_text(), resolved):
         warnings.warn(f"resuming {run_dir} with a config that differs from the one it started with")
     atomic_write(saved, resolved)
     trainer_cfg.progress_bar = trainer_cfg.progress_bar and loop_cfg.progress
@@ -189,7 +220,13 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         last = len(rows) - 1
         log.info("resuming %s after iteration %d", run_dir, last)
         checkpoint = iteration_dir(run_dir, last) / "policy"
-        policy = load_checkpoint(model_component, checkpoint) if checkpoint.is_dir() else model_component.load()
+        if last > 0 and not checkpoint.is_dir():
+            # Continuing from the base model would silently mix two different runs.
+            raise FileNotFoundError(
+                f"cannot resume {run_dir}: iteration {last} finished without a saved policy ({checkpoint} is "
+                "missing; the run had save_checkpoints=false); start a fresh run directory"
+            )
+        policy = load_checkpoint(model_component, checkpoint) if last > 0 else model_component.load()
     else:
         policy = model_component.load(progress_bar=loop_cfg.progress)
     engine = registry.build("engine", typed["engine"], policy=policy)
@@ -198,6 +235,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     logger = RunLogger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True))
     for row in rows:
         logger.log(row)
+    if rows:  # a kill between an iteration's metrics.json and this file's rewrite left it one row short
+        write_jsonl(run_dir / "metrics.jsonl", [json.dumps(r, sort_keys=True) for r in rows])
 
     def finish_iteration(t: int, row: dict[str, Any]) -> None:
         atomic_write(iteration_dir(run_dir, t) / DONE_FILE, json.dumps(row, sort_keys=True))
@@ -235,7 +274,12 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         if records:
             seed_all(phase_seed(loop_cfg.seed, t, 2))
             fit_start = time.time()
-            row.update(optimizer.fit(policy, records, trainer_cfg, phase_seed(loop_cfg.seed, t, 2)))
+            try:
+                row.update(optimizer.fit(policy, records, trainer_cfg, phase_seed(loop_cfg.seed, t, 2)))
+            except NonFiniteLossError as err:
+                raise NonFiniteLossError(
+                    f"iteration {t}: {err}; finished iterations stay in {run_dir}, and re-running there resumes"
+                ) from None
             row["train/seconds"] = time.time() - fit_start
             row["train/skipped"] = 0.0
         else:

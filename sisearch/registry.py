@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 KINDS = ("task", "model", "engine", "searcher", "rewarder", "builder", "optimizer")
 ENTRY_POINT_GROUP = "sisearch.plugins"
@@ -114,18 +120,31 @@ def validate(kind: str, cfg: Mapping[str, Any] | DictConfig) -> Any:
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg))
     name = cfg.get("name")
     entry = lookup(kind, name)
-    allowed = [f.name for f in dataclasses.fields(entry.schema)]
+    return to_typed(entry.schema, cfg, f"{kind} '{name}'")
+
+
+def _first_line(text: str) -> str:
+    # omegaconf appends `full_key:` / `object_type=` lines; the key is named in our own message instead.
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def to_typed(schema: type, cfg: Any, what: str) -> Any:
+    """Merge `cfg` over `schema`'s defaults and return the dataclass; each error is one line naming
+    `what`, the offending key, and the allowed keys or the expected type."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(entry.schema), cfg)
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as err:
-        key = getattr(err, "key", None) or err.msg
-        raise ConfigError(f"{kind} '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}") from None
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        parent = getattr(err, "parent_node", None)
+        allowed = list(parent.keys()) if parent is not None else [f.name for f in dataclasses.fields(schema)]
+        key = err.full_key or getattr(err, "key", None) or _first_line(err.msg)
+        raise ConfigError(f"{what}: unknown key '{key}'; allowed keys: {', '.join(map(str, allowed))}") from None
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{what}: '{err.full_key}' has no value and must be set") from None
     except ValidationError as err:
         field = err.full_key or getattr(err, "key", "?")
-        raise ConfigError(f"{kind} '{name}': bad value for '{field}': {err.msg}") from None
+        raise ConfigError(f"{what}: bad value for '{field}': {_first_line(err.msg)}") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{kind} '{name}': {err}") from None
+        raise ConfigError(f"{what}: {_first_line(err)}") from None
 
 
 def build(kind: str, cfg: Mapping[str, Any] | DictConfig | Any, **deps: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -56,19 +57,32 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+MODEL_DIR_HINT = "expected config.json with a model_type, weights as *.safetensors or *.bin, and tokenizer files"
+
+
 def check_model_dir(path: Path) -> None:
+    """Fail before loading when `path` cannot be a Hugging Face model directory."""
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
     if not (path / "config.json").is_file():
-        raise ValueError(
-            f"{path} is not a Hugging Face model directory: it has no config.json "
-            "(expected config.json, weights as *.safetensors or *.bin, and tokenizer files)"
-        )
+        raise ValueError(f"{path} is not a Hugging Face model directory: it has no config.json ({MODEL_DIR_HINT})")
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}/config.json is not a JSON object ({err}); {MODEL_DIR_HINT}") from None
+    if not model_type:
+        raise ValueError(f"{path}/config.json has no model_type; {MODEL_DIR_HINT}")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise ValueError(f"{path} holds no weights (*.safetensors or *.bin); {MODEL_DIR_HINT}")
 
 
 def check_tokenizer(tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """EOS is required (it ends every solution); a missing pad token falls back to EOS."""
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer in {path} has no eos_token; sisearch needs one to end solutions")
+        raise ValueError(
+            f"the tokenizer in {path} has no eos_token; sisearch needs one to end solutions "
+            "(set eos_token in its tokenizer_config.json or special_tokens_map.json)"
+        )
     if tokenizer.pad_token_id is None:
         # Padding positions are always masked out, so reusing EOS for padding is safe.
         tokenizer.pad_token = tokenizer.eos_token

@@ -51,8 +51,9 @@ class ObjectiveModule(L.LightningModule):
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss became {value} at step {self.global_step}; stopping with the last good weights "
-                "(lower the learning rate, or check the data and the precision)"
+                f"training loss became {value} at step {self.global_step}; training stopped and the weights were "
+                "restored to the last good ones, from before this training run (lower the learning rate, or check "
+                "the data and the precision)"
             )
         self.history["loss"].append(value)
         for key, metric in metrics.items():
