@@ -99,6 +99,10 @@ class GSM8KTask(Task):
     step_delimiter = "\n"
 
     def __init__(self, cfg: GSM8KConfig):
+        for key in ("train_limit", "test_limit"):
+            limit = getattr(cfg, key)
+            if limit is not None and limit < 1:
+                raise ValueError(f"task 'gsm8k': {key} must be at least 1 or null (no limit), got {limit}")
         self.cfg = cfg
         self.max_new_tokens = cfg.max_new_tokens
         self.max_steps = cfg.max_steps
