@@ -1,0 +1,350 @@
+"""Scalar reward heads: a causal-LM backbone plus one linear output per token, trained, saved and reloaded.
+
+One model class serves two kinds (rewards_rl.md §1b, §2):
+
+- `outcome` (ORM, Cobbe et al.): every solution token is trained towards the solution's outcome label, so the
+  head is a value function; a node's score is sigma(head) at its last token.
+- `step` (PRM, Math-Shepherd / TRL stepwise supervision): only the last token of each step (the delimiter) is
+  trained, towards that step's label (hard or soft); a node's score aggregates the head at each step's end.
+
+The backbone is a private copy of the policy at training time (so training the policy afterwards does not move
+the reward model), saved beside the head as an ordinary HF directory:
+`<dir>/config.json + *.safetensors + tokenizer files`, `<dir>/head.safetensors`, `<dir>/reward_head.json`.
+
+Token alignment: the text is encoded as prompt ids + each step's ids (steps tokenized one at a time), the same
+at training and scoring time, so a step's last token is known exactly under any tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from sisearch.models.policy import Policy, load_policy
+from sisearch.optim.base import ObjectiveModule, run_training, seeded_loader, steps_for
+from sisearch.optim.common import TrainerConfig, lr_lambda
+from sisearch.optim.logprobs import encode_completion, encode_prompt
+from sisearch.rewards.scoring import auroc, outcome_rm_loss, prm_step_loss
+
+HEAD_KINDS = ("outcome", "step")
+HEAD_FILE = "head.safetensors"
+META_FILE = "reward_head.json"
+
+
+@dataclass
+class HeadTrainConfig:
+    """How a reward head is trained on the policy's own samples (shared by orm/prm/pav `trained` modes)."""
+
+    problems: int = 64  # training problems sampled from the task's train split
+    samples_per_problem: int = 8  # solutions sampled per problem (Cobbe: 100; small here for CPU)
+    temperature: float = 1.0
+    rollouts: int = 4  # step labels: Monte-Carlo completions per step prefix (Math-Shepherd: 8)
+    labels: str = "mc_soft"  # step labels: mc_soft | mc_hard | exact (task.check_steps; arith only)
+    lr: float = 1e-3  # backbone
+    head_lr: float = 3e-2  # the fresh linear head starts at zero and needs larger steps than the backbone
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: float = 2.0
+    max_steps: int | None = None
+    dropout: float = 0.2  # on the head's input (Cobbe: residual dropout 20%)
+    lm_coef: float = 0.0  # weight of a joint LM loss on the samples (Cobbe trains jointly; 0 = head loss only)
+    freeze_backbone: bool = False  # true: train the head alone on frozen features
+    seed: int = 0
+    progress: bool = True
+
+
+STEP_LABELS = ("mc_soft", "mc_hard", "exact")
+
+
+@dataclass
+class HeadExample:
+    """One training solution: the prompt, its steps, and one target per step (step) or one in total (outcome)."""
+
+    prompt: str
+    steps: list[str]
+    targets: list[float]
+
+
+@dataclass
+class HeadMeta:
+    kind: str
+    step_delimiter: str = "\n"
+    metrics: dict[str, float] = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+class ValueHeadModel(torch.nn.Module):
+    """A causal LM backbone and a linear head on its last hidden state: one logit per token."""
+
+    def __init__(self, backbone: torch.nn.Module, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.dropout = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.head.weight)  # start at sigma(0) = 0.5 everywhere: no initial opinion
+        torch.nn.init.zeros_(self.head.bias)
+        self.head.to(next(backbone.parameters()).device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_lm: bool = False):
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1]
+        values = self.head(self.dropout(hidden.to(self.head.weight.dtype))).squeeze(-1)
+        return (values, out.logits) if with_lm else values
+
+
+@dataclass
+class HeadBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    targets: torch.Tensor  # [B, T] target at trained positions, 0 elsewhere
+    mask: torch.Tensor  # [B, T] bool: positions the head loss reads
+    lm_labels: torch.Tensor  # [B, T] solution token ids, -100 elsewhere
+
+
+def encode_steps(tokenizer, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(token ids, index of the last token of each step); an empty step list ends at the prompt's last token."""
+    ids = encode_prompt(tokenizer, prompt)
+    ends = []
+    for step in steps:
+        ids.extend(encode_completion(tokenizer, step, append_eos=False))
+        ends.append(len(ids) - 1)
+    return ids, ends
+
+
+def collate_heads(rows: list[tuple[list[int], list[int], list[float], int]], kind: str, pad_id: int) -> HeadBatch:
+    """Right-pad encoded examples; `rows` hold (ids, step ends, targets, number of prompt tokens)."""
+    width = max(len(r[0]) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.zeros((len(rows), width))
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    lm_labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (ids, ends, tgt, prompt_len) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        lm_labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:], dtype=torch.long)
+        if kind == "outcome":  # every solution token learns the outcome (a token-level value function)
+            mask[i, prompt_len : len(ids)] = True
+            targets[i, prompt_len : len(ids)] = float(tgt[0])
+        else:  # the label sits on the last token of each step
+            for end, t in zip(ends, tgt):
+                mask[i, end] = True
+                targets[i, end] = float(t)
+    return HeadBatch(input_ids, attention, targets, mask, lm_labels)
+
+
+def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> list[tuple]:
+    rows = []
+    for ex in examples:
+        if kind == "outcome" and len(ex.targets) != 1:
+            raise ValueError(f"an outcome example needs exactly one target, got {len(ex.targets)}")
+        if kind == "step" and len(ex.targets) != len(ex.steps):
+            raise ValueError(f"a step example needs one target per step ({len(ex.steps)}), got {len(ex.targets)}")
+        if not ex.steps:
+            continue  # nothing to train on
+        ids, ends = encode_steps(tokenizer, ex.prompt, ex.steps)
+        rows.append((ids, ends, list(ex.targets), len(encode_prompt(tokenizer, ex.prompt))))
+    return rows
+
+
+class HeadModule(ObjectiveModule):
+    """Head BCE (outcome_rm_loss or prm_step_loss) plus an optional joint LM loss on the solution tokens."""
+
+    def __init__(self, model: ValueHeadModel, kind: str, lm_coef: float, head_lr: float, **kwargs):
+        super().__init__(model, **kwargs)
+        self.kind, self.lm_coef, self.head_lr = kind, lm_coef, head_lr
+
+    def configure_optimizers(self):
+        groups = [
+            {"params": [p for p in self.model.backbone.parameters() if p.requires_grad], "lr": self.lr},
+            {"params": list(self.model.head.parameters()), "lr": self.head_lr},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        warmup = int(self.warmup_ratio * self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.schedule, warmup, self.total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch: HeadBatch, batch_idx: int) -> torch.Tensor:
+        values, logits = self.model(batch.input_ids, batch.attention_mask, with_lm=True)
+        if self.kind == "outcome":
+            head_loss = outcome_rm_loss(values, batch.targets, batch.mask)
+        else:
+            head_loss = prm_step_loss(values, batch.targets, batch.mask)
+        loss = head_loss
+        metrics = {"head_loss": float(head_loss.detach())}
+        if self.lm_coef > 0:
+            lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.lm_labels[:, 1:].flatten(), ignore_index=-100)
+            loss = loss + self.lm_coef * lm
+            metrics["lm_loss"] = float(lm.detach())
+        return self.record(loss, metrics)
+
+
+class RewardHead:
+    """A trained (or fresh) value head with its tokenizer; scores texts in batches."""
+
+    def __init__(self, model: ValueHeadModel, tokenizer, meta: HeadMeta, batch_size: int = 64):
+        if meta.kind not in HEAD_KINDS:
+            raise ValueError(f"unknown reward head kind '{meta.kind}'; allowed: {', '.join(HEAD_KINDS)}")
+        self.model, self.tokenizer, self.meta, self.batch_size = model, tokenizer, meta, batch_size
+        self.model.eval()
+
+    @classmethod
+    def fresh(cls, policy: Policy, kind: str, dropout: float, step_delimiter: str) -> "RewardHead":
+        """A new head on a private copy of the policy's backbone (LoRA adapters merged into the copy)."""
+        backbone = copy.deepcopy(policy.model)
+        if hasattr(backbone, "merge_and_unload"):
+            backbone = backbone.merge_and_unload()
+        return cls(ValueHeadModel(backbone, dropout), policy.tokenizer, HeadMeta(kind=kind, step_delimiter=step_delimiter))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.head.weight.device
+
+    # -- saving ------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write backbone (HF safetensors), head and meta atomically; an existing directory is replaced."""
+        directory = Path(directory).expanduser()
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            self.model.backbone.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()}, tmp / HEAD_FILE)
+            (tmp / META_FILE).write_text(json.dumps(asdict(self.meta), indent=1, sort_keys=True))
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", batch_size: int = 64) -> "RewardHead":
+        directory = Path(directory).expanduser()
+        if not (directory / HEAD_FILE).is_file() or not (directory / META_FILE).is_file():
+            raise FileNotFoundError(
+                f"no trained reward head in {directory} (expected {HEAD_FILE} and {META_FILE} beside an HF model)"
+            )
+        meta = HeadMeta(**json.loads((directory / META_FILE).read_text()))
+        policy = load_policy(directory, device=str(device))
+        model = ValueHeadModel(policy.model, dropout=0.0)
+        model.head.load_state_dict(load_file(directory / HEAD_FILE))
+        model.head.to(policy.device)
+        return cls(model, policy.tokenizer, meta, batch_size)
+
+    # -- scoring -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def values_at(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        """sigma(head) at the end of each step of each text (at the prompt's end when it has no steps)."""
+        self.model.eval()
+        encoded = [encode_steps(self.tokenizer, p, s) for p, s in zip(prompts, steps)]
+        results: list[list[float]] = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded[start : start + self.batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):
+                input_ids[i, : len(ids)] = torch.tensor(ids)
+                attention[i, : len(ids)] = 1
+            probs = torch.sigmoid(self.model(input_ids.to(self.device), attention.to(self.device)).float()).cpu()
+            for i, (ids, ends) in enumerate(chunk):
+                results.append([float(probs[i, e]) for e in (ends or [len(ids) - 1])])
+        return results
+
+    def final_values(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[float]:
+        """sigma(head) at each text's last token: the outcome model's score."""
+        return [v[-1] for v in self.values_at(prompts, steps)]
+
+
+def train_head(
+    head: RewardHead,
+    examples: Sequence[HeadExample],
+    cfg: HeadTrainConfig,
+    trainer_cfg: TrainerConfig | None = None,
+) -> dict[str, float]:
+    """Train `head` in place on `examples`; returns training metrics (mean and last loss, label AUROC)."""
+    kind = head.meta.kind
+    rows = encode_examples(head.tokenizer, examples, kind)
+    if not rows:
+        raise ValueError("no training examples with at least one step; sample more solutions")
+    if cfg.freeze_backbone:
+        for p in head.model.backbone.parameters():
+            p.requires_grad_(False)
+    head.model.dropout.p = cfg.dropout
+    if trainer_cfg is None:
+        accelerator = "cpu" if head.device.type == "cpu" else "auto"
+        trainer_cfg = TrainerConfig(accelerator=accelerator, progress_bar=cfg.progress)
+    total = steps_for(len(rows), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
+    loader = seeded_loader(rows, cfg.batch_size, partial(collate_heads, kind=kind, pad_id=head.tokenizer.pad_token_id), cfg.seed)
+    module = HeadModule(
+        head.model, kind, cfg.lm_coef, cfg.head_lr, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule="cosine",
+        warmup_ratio=0.05, total_steps=total,
+    )
+    torch.manual_seed(cfg.seed)
+    metrics = run_training(module, loader, trainer_cfg, total, head.model)
+    head.model.eval()
+    metrics.update(label_auroc(head, examples))
+    head.meta.metrics = {k: float(v) for k, v in metrics.items()}
+    head.meta.train = asdict(cfg)
+    return metrics
+
+
+@torch.no_grad()
+def head_loss(head: RewardHead, examples: Sequence[HeadExample]) -> float:
+    """The head's training loss (without the LM term) on `examples`, in eval mode (no dropout)."""
+    kind = head.meta.kind
+    rows = encode_examples(head.tokenizer, examples, kind)
+    head.model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), head.batch_size):
+        batch = collate_heads(rows[start : start + head.batch_size], kind, head.tokenizer.pad_token_id)
+        values = head.model(batch.input_ids.to(head.device), batch.attention_mask.to(head.device)).float().cpu()
+        loss_fn = outcome_rm_loss if kind == "outcome" else prm_step_loss
+        n = int(batch.mask.sum())
+        total += float(loss_fn(values, batch.targets, batch.mask)) * n
+        count += n
+    return total / max(1, count)
+
+
+def label_auroc(head: RewardHead, examples: Sequence[HeadExample]) -> dict[str, float]:
+    """The head's AUROC against its own (thresholded at 0.5) training labels; absent if one class is missing."""
+    examples = [e for e in examples if e.steps]
+    values = head.values_at([e.prompt for e in examples], [e.steps for e in examples])
+    if head.meta.kind == "outcome":
+        scores = [v[-1] for v in values]
+        labels = [e.targets[0] >= 0.5 for e in examples]
+    else:
+        scores = [x for v in values for x in v]
+        labels = [t >= 0.5 for e in examples for t in e.targets]
+    if all(labels) or not any(labels):
+        return {}
+    return {"train/label_auroc": auroc(scores, labels)}
+
+
+__all__ = [
+    "HEAD_KINDS",
+    "STEP_LABELS",
+    "HeadExample",
+    "HeadMeta",
+    "HeadTrainConfig",
+    "RewardHead",
+    "ValueHeadModel",
+    "encode_steps",
+    "head_loss",
+    "label_auroc",
+    "train_head",
+]

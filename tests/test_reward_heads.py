@@ -1,0 +1,114 @@
+"""Reward heads: token alignment, the masks each kind trains on, training on the tiny model, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sisearch.models.tiny import build_tokenizer
+from sisearch.rewards.heads import (
+    HeadExample,
+    HeadTrainConfig,
+    RewardHead,
+    collate_heads,
+    encode_examples,
+    encode_steps,
+    head_loss,
+    label_auroc,
+    train_head,
+)
+from sisearch.rewards.labelling import LabelledSolution, outcome_examples, sample_solutions, step_examples
+from sisearch.rewards.orm import ORMConfig, ORMRewarder
+from sisearch.rewards.base import ScoreItem
+from sisearch.search.tree import Node
+
+
+def test_encode_steps_marks_the_last_token_of_each_step():
+    tok = build_tokenizer()
+    ids, ends = encode_steps(tok, "Q:1+2=?\n", ["1+2=3\n", "A:3"])
+    # BOS + 8 prompt characters = 9 tokens; the first step's 6 characters end at index 14, the answer at 17
+    assert len(ids) == 18 and ends == [14, 17]
+    assert tok.decode([ids[14]]) == "\n" and tok.decode([ids[17]]) == "3"
+    assert encode_steps(tok, "Q:1+2=?\n", [])[1] == []
+
+
+def test_outcome_heads_train_every_solution_token_and_step_heads_only_step_ends():
+    tok = build_tokenizer()
+    ex = [HeadExample("Q:1+2=?\n", ["1+2=3\n", "A:3"], [1.0])]
+    batch = collate_heads(encode_examples(tok, ex, "outcome"), "outcome", tok.pad_token_id)
+    assert batch.mask[0].nonzero().flatten().tolist() == list(range(9, 18))
+    assert batch.targets[0, 9:].tolist() == [1.0] * 9 and batch.targets[0, :9].tolist() == [0.0] * 9
+    ex = [HeadExample("Q:1+2=?\n", ["1+2=3\n", "A:3"], [0.25, 1.0])]
+    batch = collate_heads(encode_examples(tok, ex, "step"), "step", tok.pad_token_id)
+    assert batch.mask[0].nonzero().flatten().tolist() == [14, 17]
+    assert batch.targets[0, 14].item() == 0.25 and batch.targets[0, 17].item() == 1.0
+    with pytest.raises(ValueError, match="one target per step"):
+        encode_examples(tok, [HeadExample("Q", ["a\n", "b"], [1.0])], "step")
+
+
+@pytest.fixture()
+def own_samples(engine, arith_task) -> list[LabelledSolution]:
+    """The small tiny model's own solutions (4 each for 16 train problems), labelled by the checker."""
+    engine.reseed(0)
+    return sample_solutions(arith_task, engine, arith_task.problems("train")[:16], 4, 1.0)
+
+
+FAST = HeadTrainConfig(lr=1e-3, batch_size=8, epochs=3.0, dropout=0.0, progress=False, labels="exact")
+
+
+def test_outcome_head_training_lowers_the_loss_and_separates_right_from_wrong(tiny_policy, own_samples):
+    examples = outcome_examples(own_samples)
+    assert 0 < sum(e.targets[0] for e in examples) < len(examples)  # both classes present
+    head = RewardHead.fresh(tiny_policy, "outcome", dropout=0.0, step_delimiter="\n")
+    before = head_loss(head, examples)
+    assert before == pytest.approx(math.log(2.0), abs=1e-6)  # a zero-initialised head says 0.5 everywhere
+    metrics = train_head(head, examples, FAST)
+    assert head_loss(head, examples) < 0.5 * before
+    assert metrics["train/label_auroc"] > 0.55
+    assert metrics["train/steps"] == 24.0  # 64 examples / 8 per batch * 3 epochs
+
+
+def test_step_head_training_lowers_the_loss_and_ranks_steps(tiny_policy, arith_task, own_samples, tmp_path):
+    examples = step_examples(arith_task, None, own_samples, "exact", rollouts=1, temperature=1.0)
+    truth = arith_task.check_steps(own_samples[0].problem, own_samples[0].steps)
+    assert examples[0].targets == [float(t) for t in truth]
+    head = RewardHead.fresh(tiny_policy, "step", dropout=0.0, step_delimiter="\n")
+    before = head_loss(head, examples)
+    train_head(head, examples, FAST)
+    assert head_loss(head, examples) < 0.5 * before
+    assert label_auroc(head, examples)["train/label_auroc"] > 0.8
+    # save and reload: the same numbers come back
+    prompts, steps = [e.prompt for e in examples[:4]], [e.steps for e in examples[:4]]
+    expected = head.values_at(prompts, steps)
+    loaded = RewardHead.load(head.save(tmp_path / "prm"))
+    assert loaded.meta.kind == "step"
+    assert all(a == pytest.approx(b, abs=1e-6) for a, b in zip(loaded.values_at(prompts, steps), expected))
+
+
+def test_monte_carlo_step_labels_come_from_rollouts(engine, arith_task, own_samples):
+    sols = own_samples[:3]
+    hard = step_examples(arith_task, engine, sols, "mc_hard", rollouts=2, temperature=1.0)
+    soft = step_examples(arith_task, engine, sols, "mc_soft", rollouts=2, temperature=1.0)
+    for s, h, x in zip(sols, hard, soft):
+        assert len(h.targets) == len(x.targets) == len(s.steps)
+        assert all(t in (0.0, 0.5, 1.0) for t in x.targets) and all(t in (0.0, 1.0) for t in h.targets)
+        # the last step is the finished solution: checked directly, so both labels are its verdict
+        assert h.targets[-1] == x.targets[-1] == float(s.correct)
+
+
+def test_orm_trained_mode_fits_saves_and_reloads(engine, arith_task, own_samples, tmp_path):
+    path = tmp_path / "orm"
+    cfg = ORMConfig(mode="trained", path=str(path), train=HeadTrainConfig(
+        problems=4, samples_per_problem=2, epochs=1.0, batch_size=4, progress=False))
+    rewarder = ORMRewarder(cfg, task=arith_task, engine=engine)  # no head yet: trained at construction
+    assert (path / "head.safetensors").is_file() and not rewarder.uses_gold
+    metrics = rewarder.fit(own_samples)
+    assert metrics["train/examples"] == float(sum(1 for s in own_samples if s.steps))
+    problem = arith_task.problems("train")[0]
+    items = [ScoreItem(problem, arith_task.prompt(problem), Node(state=problem.solution, terminal=True)),
+             ScoreItem(problem, arith_task.prompt(problem), Node(state="", terminal=False))]
+    scores = rewarder.score(items)
+    assert all(0.0 < s < 1.0 for s in scores)
+    again = ORMRewarder(cfg, task=arith_task, engine=engine)  # reloads the saved head, trains nothing
+    assert again.score(items) == pytest.approx(scores, abs=1e-6)
