@@ -59,9 +59,9 @@ SETTINGS = {
     "greedy": {},
     "best_of_n": {"n": 8},
     "beam": {"beam_size": 2, "expansions": 4},
-    "mcts": {"simulations": 8, "first_root_factor": 2, "depth_limit": 3, "width": 2, "root_width": 2},
+    "mcts": {"simulations": 8, "first_root_factor": 2, "depth_limit": 3, "width": 4, "root_width": 4},
     "best_first": {"children": 2, "rollouts": 1},  # correct_threshold: calibrated, see calibrate_threshold
-    "iterative_deepening": {"samples": 8, "first_budget": 12, "growth": 2.0, "max_tokens": 96},
+    "iterative_deepening": {"samples": 6, "first_budget": 12, "growth": 2.0, "max_tokens": 96},
 }
 
 
