@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # training-set sizes for the heads (kept small: the whole benchmark should take minutes on 2 CPU cores)
-HEAD_TRAIN = dict(problems=48, samples_per_problem=4, rollouts=4, epochs=4.0, batch_size=16, progress=False)
+HEAD_TRAIN = dict(problems=32, samples_per_problem=4, rollouts=4, epochs=4.0, batch_size=16, progress=False)
 
 # name -> (rewarder config, whether it needs a trained head); configs are validated through the registry
 REWARDERS: dict[str, dict] = {
