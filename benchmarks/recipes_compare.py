@@ -114,10 +114,19 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes_compare")
     parser.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the cached tiny model")
+    parser.add_argument("--model", choices=("default", "test"), default="default",
+                        help="default: conf/model/tiny.yaml; test: the small tiny model of tests/conftest.py (quick, weak)")
     args = parser.parse_args()
 
-    wait_for_model(args.wait)
-    common = [
+    model_overrides: list[str] = []
+    if args.model == "test":
+        sys.path.insert(0, str(REPO / "tests"))
+        from conftest import TEST_TINY
+
+        model_overrides = [f"model.{k}={v}" for k, v in TEST_TINY.items()]
+    else:
+        wait_for_model(args.wait)
+    common = model_overrides + [
         "logger=none", "progress=false", "trainer.progress_bar=false", "save_checkpoints=false",
         f"iterations={args.iterations}", f"problems_per_iteration={args.problems}",
         f"task.test_size_per_difficulty={args.test_size}", f"seed={args.seed}",
@@ -128,8 +137,8 @@ def main() -> None:
         print(f"[recipes_compare] running {name} ...", file=sys.stderr, flush=True)
         results.append(run_recipe(name, common, out))
         (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    print(f"\nheld-out greedy accuracy after {args.iterations} iterations; {args.problems} problems/iteration, "
-          f"{args.test_size} test problems per difficulty, seed {args.seed}")
+    print(f"\nheld-out greedy accuracy after {args.iterations} iterations ({args.model} tiny model); {args.problems} "
+          f"problems/iteration, {args.test_size} test problems per difficulty, seed {args.seed}")
     print_table(results, args.iterations)
     print(f"\nrun directories: {out}")
 
