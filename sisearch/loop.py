@@ -213,7 +213,9 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     model_component = registry.build("model", typed["model"])
     searcher = registry.build("searcher", typed["searcher"])
     builder = registry.build("builder", typed["builder"])
-    optimizer = registry.build("optimizer", typed["optimizer"])
+    # On-policy objectives (score) sample and check answers while training; they declare `needs_task`.
+    needs_task = getattr(registry.lookup("optimizer", typed["optimizer"].name).cls, "needs_task", False)
+    optimizer = registry.build("optimizer", typed["optimizer"], **({"task": task} if needs_task else {}))
 
     rows = finished_iterations(run_dir)
     if rows:
