@@ -1,6 +1,6 @@
 """Held-out accuracy of every searcher on arith problems with 6 operations, at a matched token budget.
 
-    python benchmarks/search_compare.py [--problems 100] [--budget 320] [--wait-until 05:30]
+    python benchmarks/search_compare.py [--problems 100] [--budget 320] [--model default|test]
 
 Each searcher's sizes are set so that it spends about `--budget` generated tokens per problem (greedy, which
 cannot scale, spends what one solution takes); the table reports what each actually spent. No gold answer
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from search_throughput import REPO, wait_for_model  # noqa: E402
+from search_throughput import REPO, choose_model  # noqa: E402
 
 from sisearch import registry  # noqa: E402
 from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
@@ -91,14 +91,15 @@ def build(name: str, threshold: float):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--problems", type=int, default=100)
-    parser.add_argument("--wait-until", default="05:30", help="UTC HH:MM to stop waiting for the default model")
+    parser.add_argument("--model", choices=("default", "test"), default="default",
+                        help="the default tiny model (trained and cached if missing) or the small test model")
     # One thread: on a shared, busy CPU torch's thread pool can be many times slower than a single thread.
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--only", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    directory, which = wait_for_model(args.wait_until)
+    directory, which = choose_model(args.model)
     engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
     task = ArithTask(ArithConfig(test_ops=[6]))
     problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][: args.problems]

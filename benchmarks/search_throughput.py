@@ -1,10 +1,9 @@
 """Wall time of one search over 64 problems run batched (one scheduler for all) versus problem by problem.
 
-    python benchmarks/search_throughput.py [--searcher mcts] [--problems 64] [--wait-until 05:30]
+    python benchmarks/search_throughput.py [--searcher mcts] [--problems 64] [--model default|test]
 
-Uses the default tiny model (conf/model/tiny.yaml, cached in ~/.cache/sisearch). If it is not there yet the
-script waits for it (another process may be training it) until `--wait-until` UTC, then falls back to the
-small test model of tests/conftest.py and says so. The rewarder is the verifier ORM (its cost is nil, so the
+Uses the default tiny model (conf/model/tiny.yaml, cached in ~/.cache/sisearch; trained first if missing), or
+with `--model test` the small test model of tests/conftest.py. The rewarder is the verifier ORM (its cost is nil, so the
 numbers measure generation scheduling). The engine is reseeded before each run; trees differ between the two
 runs only through batch-dependent sampling order.
 """
@@ -12,7 +11,6 @@ runs only through batch-dependent sampling order.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
@@ -34,7 +32,7 @@ import sisearch.components  # noqa: E402,F401  (registers every component)
 from sisearch import registry  # noqa: E402
 from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
 from sisearch.models.policy import load_policy  # noqa: E402
-from sisearch.models.tiny import DONE_MARKER, TinyConfig, cache_key, ensure_tiny  # noqa: E402
+from sisearch.models.tiny import TinyConfig, ensure_tiny  # noqa: E402
 from sisearch.rewards.orm import ORMConfig, ORMRewarder  # noqa: E402
 from sisearch.search.scheduler import SearchContext, run_search  # noqa: E402
 from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
@@ -54,21 +52,13 @@ def default_tiny_config() -> TinyConfig:
     return registry.validate("model", cfg.model)
 
 
-def wait_for_model(wait_until: str) -> tuple[Path, str]:
-    """The default tiny model's directory once it exists, else (after the deadline) the small test model."""
-    cfg = default_tiny_config()
-    directory = Path(os.path.expanduser(cfg.cache_dir)) / f"tiny-{cache_key(cfg)}"
-    hour, minute = (int(x) for x in wait_until.split(":"))
-    now = dt.datetime.now(dt.timezone.utc)
-    deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    while not (directory / DONE_MARKER).is_file():
-        if dt.datetime.now(dt.timezone.utc) >= deadline:
-            import conftest
+def choose_model(which: str) -> tuple[Path, str]:
+    """The default tiny model's directory (trained and cached first if missing), or the small test model."""
+    if which == "test":
+        import conftest
 
-            small = ensure_tiny(TinyConfig(**conftest.TEST_TINY), progress_bar=False)
-            return small, "the small TEST model of tests/conftest.py (the default tiny model was not ready)"
-        print(f"waiting for the default tiny model at {directory} ...", flush=True)
-        time.sleep(30)
+        return ensure_tiny(TinyConfig(**conftest.TEST_TINY), progress_bar=False), "the small test model"
+    directory = ensure_tiny(default_tiny_config())
     return directory, f"the default tiny model ({directory.name})"
 
 
@@ -81,13 +71,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--searcher", default="mcts", choices=sorted(SIZES))
     parser.add_argument("--problems", type=int, default=64)
-    parser.add_argument("--wait-until", default="05:30", help="UTC HH:MM to stop waiting for the default model")
+    parser.add_argument("--model", choices=("default", "test"), default="default",
+                        help="the default tiny model (trained and cached if missing) or the small test model")
     # One thread: on a shared, busy CPU torch's thread pool can be many times slower than a single thread.
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    directory, which = wait_for_model(args.wait_until)
+    directory, which = choose_model(args.model)
     policy = load_policy(directory, device="cpu")
     engine = HFEngine(HFEngineConfig(), policy)
     task = ArithTask(ArithConfig())
