@@ -92,18 +92,6 @@ def phase_seed(seed: int, iteration: int, phase: int) -> int:
     return (seed * 1_000_003 + iteration * 101 + phase) % (2**31)
 
 
-@dataclass
-class Components:
-    task: Any
-    model: Any
-    engine_cfg: Any
-    rewarder_cfg: Any
-    searcher: Any
-    builder: Any
-    optimizer: Any
-    trainer: TrainerConfig
-
-
 # Top-level config entries besides LoopConfig's fields and the component groups (registry.KINDS).
 OTHER_GROUPS = ("trainer", "logger")
 
@@ -268,16 +256,17 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"iteration": t, **search_metrics(trees, time.time() - search_start)}
         write_jsonl(directory / "trees.jsonl", [tree.to_json() for tree in trees])
 
-        records = builder.build(trees, by_id, phase_seed(loop_cfg.seed, t, 2))
+        data_seed = phase_seed(loop_cfg.seed, t, 2)
+        records = builder.build(trees, by_id, data_seed)
         tmp = directory / ".data.jsonl.tmp"
         write_records(tmp, records)
         os.replace(tmp, directory / "data.jsonl")
         row["data/records"] = float(len(records))
         if records:
-            seed_all(phase_seed(loop_cfg.seed, t, 2))
+            seed_all(data_seed)
             fit_start = time.time()
             try:
-                row.update(optimizer.fit(policy, records, trainer_cfg, phase_seed(loop_cfg.seed, t, 2)))
+                row.update(optimizer.fit(policy, records, trainer_cfg, data_seed))
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(
                     f"iteration {t}: {err}; finished iterations stay in {run_dir}, and re-running there resumes"

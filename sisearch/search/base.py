@@ -30,6 +30,13 @@ class Searcher(ABC):
         tree.answer = chosen.verdict.answer if chosen is not None and chosen.verdict else None
 
 
+def require_positive(cfg, keys: tuple[str, ...], component: str) -> None:
+    """Refuse sizes below 1, naming the component and the key."""
+    for key in keys:
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{component}: {key} must be at least 1, got {getattr(cfg, key)}")
+
+
 @dataclass
 class SamplingConfig:
     """Fields most searchers share (mixed into their configs)."""

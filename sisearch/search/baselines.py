@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sisearch.registry import register
-from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.base import SearchGenerator, Searcher, require_positive
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
@@ -22,8 +22,7 @@ class BestOfNConfig:
 @register("searcher", "best_of_n", schema=BestOfNConfig)
 class BestOfN(Searcher):
     def __init__(self, cfg: BestOfNConfig):
-        if cfg.n < 1:
-            raise ValueError(f"searcher 'best_of_n': n must be at least 1, got {cfg.n}")
+        require_positive(cfg, ("n",), "searcher 'best_of_n'")
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 

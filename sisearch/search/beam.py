@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sisearch.registry import register
 from sisearch.search.answers import check_rule, choose_answer
-from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.base import SearchGenerator, Searcher, require_positive
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -58,9 +58,7 @@ def prune(scores: list[float], terminal: list[bool], width: int) -> Pruned:
 @register("searcher", "beam", schema=BeamConfig)
 class Beam(Searcher):
     def __init__(self, cfg: BeamConfig):
-        for key in ("beam_size", "expansions", "max_steps"):
-            if getattr(cfg, key) < 1:
-                raise ValueError(f"searcher 'beam': {key} must be at least 1, got {getattr(cfg, key)}")
+        require_positive(cfg, ("beam_size", "expansions", "max_steps"), "searcher 'beam'")
         check_rule(cfg.answer_rule)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule

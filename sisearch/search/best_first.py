@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sisearch.registry import register
 from sisearch.search.answers import check_rule
-from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.base import SearchGenerator, Searcher, require_positive
 from sisearch.search.requests import Expand, Rollout, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -50,9 +50,7 @@ def best_index(values: list[float]) -> int:
 @register("searcher", "best_first", schema=BestFirstConfig)
 class BestFirst(Searcher):
     def __init__(self, cfg: BestFirstConfig):
-        for key in ("children", "rollouts", "max_steps"):
-            if getattr(cfg, key) < 1:
-                raise ValueError(f"searcher 'best_first': {key} must be at least 1, got {getattr(cfg, key)}")
+        require_positive(cfg, ("children", "rollouts", "max_steps"), "searcher 'best_first'")
         check_rule(cfg.answer_rule)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule

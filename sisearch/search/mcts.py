@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sisearch.registry import register
 from sisearch.search import puct
 from sisearch.search.answers import check_rule
-from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.base import SearchGenerator, Searcher, require_positive
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -52,9 +52,7 @@ class MCTSConfig:
 @register("searcher", "mcts", schema=MCTSConfig)
 class MCTS(Searcher):
     def __init__(self, cfg: MCTSConfig):
-        for key in ("simulations", "first_root_factor", "width", "root_width"):
-            if getattr(cfg, key) < 1:
-                raise ValueError(f"searcher 'mcts': {key} must be at least 1, got {getattr(cfg, key)}")
+        require_positive(cfg, ("simulations", "first_root_factor", "width", "root_width"), "searcher 'mcts'")
         if cfg.depth_limit is not None and cfg.depth_limit < 1:
             raise ValueError(f"searcher 'mcts': depth_limit must be at least 1 or null, got {cfg.depth_limit}")
         if cfg.force_after is not None and cfg.force_after < 0:
