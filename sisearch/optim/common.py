@@ -15,6 +15,21 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
+class OptimizationConfig:
+    """Hyperparameters every optimizer's config shares (each optimizer's schema extends this)."""
+
+    name: str = ""
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: float = 2.0
+    max_steps: int | None = None
+    schedule: str = "constant"  # constant | linear | cosine
+    warmup_ratio: float = 0.0
+    max_length: int | None = 1024
+
+
+@dataclass
 class TrainerConfig:
     """Lightning Trainer settings shared by every optimizer (`conf/trainer/`)."""
 

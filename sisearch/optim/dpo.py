@@ -15,14 +15,14 @@ import torch
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.losses import DPO_LOSS_TYPES, LossOutput, dpo_loss
 from sisearch.optim.pairs import PairBatch, collate_pairs, encode_pairs, fill_reference_logps, pair_logps
 from sisearch.registry import register
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(OptimizationConfig):
     name: str = "dpo"
     beta: float = 0.1
     loss_type: str = "sigmoid"
@@ -30,14 +30,6 @@ class DPOConfig:
     use_visit_counts: bool = False  # conservative: MCTS-DPO's per-pair smoothing from visit counts
     nll_weight: float = 0.0
     reference: str = "precomputed"
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
 
 
 PairLoss = Callable[[PairBatch, torch.Tensor, torch.Tensor], LossOutput]

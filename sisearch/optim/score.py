@@ -28,7 +28,7 @@ from sisearch.data.correction_traces import CorrectionTrace
 from sisearch.engines.hf import HFEngine, HFEngineConfig
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.logprobs import IGNORE, CompletionBatch, collate_completions, encode_prompt
 from sisearch.optim.losses import leave_one_out_advantages, policy_gradient_loss, score_shaped_rewards
 from sisearch.registry import register
@@ -38,7 +38,7 @@ SCORE_REFERENCES = ("copy", "adapters_disabled")
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(OptimizationConfig):
     name: str = "score"
     alpha: float = 10.0  # stage II bonus weight on r2 - r1 (SCoRe: 10)
     beta1: float = 0.01  # KL weight on every turn
@@ -49,13 +49,7 @@ class ScoreConfig:
     max_new_tokens: int | None = None  # per attempt; None: the task's budget
     reference: str = "copy"  # copy (a frozen copy) | adapters_disabled (LoRA)
     lr: float = 1e-4
-    weight_decay: float = 0.0
     batch_size: int = 4  # problems per step
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from sisearch.data.records import SFTExample
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.logprobs import (
     IGNORE,
     CompletionBatch,
@@ -23,16 +23,10 @@ from sisearch.registry import register
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(OptimizationConfig):
     name: str = "sft"
     lr: float = 1e-3
-    weight_decay: float = 0.0
     batch_size: int = 32
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
 
 
 class SFTModule(ObjectiveModule):

@@ -14,7 +14,7 @@ import torch
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import Optimizer
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.dpo import fit_pairs
 from sisearch.optim.losses import LossOutput, step_apo_loss
 from sisearch.optim.pairs import PairBatch
@@ -22,20 +22,12 @@ from sisearch.registry import register
 
 
 @dataclass
-class StepAPOConfig:
+class StepAPOConfig(OptimizationConfig):
     name: str = "step_apo"
     beta: float = 0.3
     alpha: float = 1.0
     nll_weight: float = 0.0
     reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
 
 
 @register("optimizer", "step_apo", schema=StepAPOConfig)

@@ -19,7 +19,7 @@ import torch
 from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
 from sisearch.optim.losses import TPO_WEIGHTINGS, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context
@@ -27,21 +27,14 @@ from sisearch.registry import register
 
 
 @dataclass
-class TPOConfig:
+class TPOConfig(OptimizationConfig):
     name: str = "tpo"
     beta: float = 0.5
     weighting: str = "lambda"  # lambda (LiPO-lambda weights) | uniform (the released code's mean over pairs)
     adaptive_steps: bool = True  # step-weighted rewards from hidden-state similarity (TPO's adaptive step reward)
     step_weight_floor: float = 0.01  # weight of a step identical to the top response's
     reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
-    lr: float = 5e-4
-    weight_decay: float = 0.0
     batch_size: int = 4  # lists per batch (each list is several sequences)
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
 
 
 @dataclass
