@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import string
 from dataclasses import dataclass
 
 from sisearch.search.tree import Node
@@ -28,3 +29,11 @@ class Rewarder(ABC):
     @abstractmethod
     def score(self, items: list[ScoreItem]) -> list[float]:
         """One score per item, higher is better."""
+
+
+def check_template_fields(template: str, allowed: tuple[str, ...] | list[str], what: str) -> None:
+    """Refuse `{field}`s in a prompt template that the rewarder will not fill, naming the allowed ones."""
+    names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    unknown = sorted(names - set(allowed))
+    if unknown:
+        raise ValueError(f"{what} field(s) {unknown}; allowed: {', '.join(allowed)}")

@@ -8,11 +8,10 @@ item is scored in one batched `engine.logprobs` call. Reads no gold answer.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields
 from sisearch.rewards.scoring import follow_up_score
 from sisearch.tasks.base import Task
 
@@ -60,12 +59,7 @@ class FollowUpRewarder(Rewarder):
                 raise ValueError(f"rewarder 'follow_up': category '{name}' needs positive and negative follow-ups")
             if any(not f for f in cat.positive + cat.negative):
                 raise ValueError(f"rewarder 'follow_up': category '{name}' has an empty follow-up")
-        names = {f for _, f, _, _ in string.Formatter().parse(cfg.context_template) if f is not None}
-        unknown = sorted(names - set(CONTEXT_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"rewarder 'follow_up': unknown context field(s) {unknown}; allowed: {', '.join(CONTEXT_FIELDS)}"
-            )
+        check_template_fields(cfg.context_template, CONTEXT_FIELDS, "rewarder 'follow_up': unknown context")
         if engine is None:
             raise ValueError("rewarder 'follow_up' needs the policy's engine")
         self.cfg, self.task, self.engine = cfg, task, engine

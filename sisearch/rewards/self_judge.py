@@ -11,11 +11,10 @@ With `per_step: true` the judge is asked after every step prefix of the node and
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields
 from sisearch.rewards.scoring import AGGREGATION_MODES, aggregate_step_scores, p_true_from_option_logprobs, _logsumexp
 from sisearch.tasks.base import Task
 
@@ -68,12 +67,7 @@ class SelfJudgeRewarder(Rewarder):
             )
         if cfg.output == "logit" and cfg.aggregate == "prod":
             raise ValueError("rewarder 'self_judge': aggregate 'prod' needs output 'p_true' (probabilities)")
-        names = {f for _, f, _, _ in string.Formatter().parse(cfg.template) if f is not None}
-        unknown = sorted(names - set(TEMPLATE_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"rewarder 'self_judge': unknown template field(s) {unknown}; allowed: {', '.join(TEMPLATE_FIELDS)}"
-            )
+        check_template_fields(cfg.template, TEMPLATE_FIELDS, "rewarder 'self_judge': unknown template")
         if engine is None:
             raise ValueError("rewarder 'self_judge' needs the policy's engine")
         self.cfg, self.task, self.engine = cfg, task, engine
