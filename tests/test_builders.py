@@ -153,9 +153,18 @@ def test_advantage_pairs_caps_keep_the_largest_gaps():
 # --------------------------------------------------------------------------------------------------
 
 
+def test_ranked_lists_keep_finished_responses_by_default():
+    tree, _ = searched_tree()
+    # at the root only a reaches a finished solution, so the root opens no list; at a both children finish
+    (at_a,) = RankedLists(RankedListsConfig()).build([tree], {}, 0)
+    assert at_a.prompt == PROMPT + "1+2=3\n"
+    assert at_a.responses == [["3+3=6\n", "A:6"], ["3+3=7\n", "A:7"]]
+    assert at_a.scores == [0.9, -0.5]
+
+
 def test_ranked_lists_by_q():
     tree, _ = searched_tree()
-    lists = RankedLists(RankedListsConfig()).build([tree], {}, 0)
+    lists = RankedLists(RankedListsConfig(require_complete=False)).build([tree], {}, 0)
     assert len(lists) == 2
     root, at_a = lists
     assert root.prompt == PROMPT
@@ -171,15 +180,15 @@ def test_ranked_lists_by_q():
 
 def test_ranked_lists_by_outcome_and_size_cap():
     tree, _ = searched_tree()
-    root = RankedLists(RankedListsConfig(score="outcome", max_lists_per_tree=1)).build([tree], {}, 0)
+    root = RankedLists(RankedListsConfig(score="outcome", max_lists_per_tree=1, require_complete=False)).build([tree], {}, 0)
     assert len(root) == 1
     # a's solution is right (1); b and c never finish (0), kept in tree order
     assert root[0].scores == [1.0, 0.0, 0.0]
     assert root[0].responses == [["1+2=3\n", "3+3=6\n", "A:6"], ["1+2=4\n"], ["1+2=3\n"]]
-    capped = RankedLists(RankedListsConfig(max_size=2)).build([tree], {}, 0)[0]
+    capped = RankedLists(RankedListsConfig(max_size=2, require_complete=False)).build([tree], {}, 0)[0]
     assert capped.scores == [0.8, -0.6]  # the best and the worst survive the cap
     # a list needs min_size responses and two distinct scores
-    assert RankedLists(RankedListsConfig(min_size=3)).build([tree], {}, 0)[0].scores == [0.8, 0.2, -0.6]
+    assert RankedLists(RankedListsConfig(min_size=3, require_complete=False)).build([tree], {}, 0)[0].scores == [0.8, 0.2, -0.6]
     flat = Tree("p3", PROMPT)
     child(flat.root, "1+2=3\n", 0.5)
     child(flat.root, "1+2=4\n", 0.5)
@@ -232,7 +241,7 @@ def test_correction_traces_without_a_correct_solution():
 
 def test_new_record_types_round_trip_through_jsonl(tmp_path):
     tree, _ = searched_tree()
-    records = RankedLists(RankedListsConfig()).build([tree], {}, 0)
+    records = RankedLists(RankedListsConfig(require_complete=False)).build([tree], {}, 0)
     records += CorrectionTraces(CorrectionTracesConfig()).build([solutions_tree([True, False])], {}, 0)
     path = tmp_path / "data.jsonl"
     write_records(path, records)

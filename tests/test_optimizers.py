@@ -5,6 +5,8 @@ All on the small tiny model from conftest, on arith problems whose right and wro
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from sisearch.optim.dpo import DPOConfig, DPOOptimizer
 from sisearch.optim.logprobs import IGNORE, collate_completions
 from sisearch.optim.score import ScoreConfig, ScoreOptimizer, exact_kl, sampled_logps
 from sisearch.optim.step_apo import StepAPOConfig, StepAPOOptimizer
-from sisearch.optim.tpo import TPOConfig, TPOOptimizer, collate_lists, encode_lists, step_sums
+from sisearch.optim.tpo import TPOConfig, TPOOptimizer, collate_lists, encode_lists, step_sums, top_response_nll
 
 TRAINER = TrainerConfig(accelerator="cpu", progress_bar=False, gradient_clip_val=1.0)
 
@@ -93,6 +95,28 @@ def test_tpo_learns_the_ranking(adaptive, tiny_policy, arith_task, monkeypatch):
     loss0, loss1 = first_and_last(history, "loss")
     assert acc0 == 0.0 and margin0 == 0.0
     assert acc1 >= 0.75 and margin1 > 0.0 and loss1 < loss0
+
+
+def test_tpo_nll_term_on_the_top_response_by_hand():
+    # two lists of width 3; the second list has only two responses (slot 2 invalid, its huge score ignored)
+    logps = torch.tensor([[-2.0, -6.0, -9.0], [-3.0, -1.0, 0.0]])
+    counts = torch.tensor([[4.0, 3.0, 3.0], [2.0, 5.0, 0.0]])
+    scores = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.5, 9.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    # list 1: top is slot 0 -> 2/4; list 2: top is slot 1 -> 1/5; mean (0.5 + 0.2) / 2
+    assert top_response_nll(logps, counts, scores, valid).item() == pytest.approx(0.35)
+
+
+def test_tpo_with_nll_term_keeps_the_top_response_likely(tiny_policy, arith_task, monkeypatch):
+    final_top_logps = {}
+    for weight in (0.0, 1.0):
+        history = capture_history(monkeypatch)
+        policy = copy.deepcopy(tiny_policy)
+        cfg = TPOConfig(lr=2e-3, batch_size=8, epochs=6, beta=0.5, adaptive_steps=False, nll_weight=weight)
+        TPOOptimizer(cfg).fit(policy, ranked_lists_for(arith_task), TRAINER, seed=0)
+        final_top_logps[weight] = history["logps/chosen"][-1]
+        assert ("nll" in history) == (weight > 0)
+    assert final_top_logps[1.0] > final_top_logps[0.0]
 
 
 def test_tpo_step_index_follows_the_shifted_labels(tiny_policy, arith_task):

@@ -59,6 +59,8 @@ class RankedListsConfig:
     max_size: int = 5  # TPO's lists hold 5 responses
     max_lists_per_tree: int = 4
     step_delimiter: str = "\n"
+    # TPO ranks finished responses; an unfinished branch (Q 0) would outrank a finished wrong one (Q -1)
+    require_complete: bool = True
 
 
 @register("builder", "ranked_lists", schema=RankedListsConfig)
@@ -99,6 +101,8 @@ class RankedLists(Builder):
         entries, seen = [], set()
         for child in node.children:
             path = best_terminal_path(child)
+            if self.cfg.require_complete and not is_complete(path[-1]):
+                continue
             text = "".join(n.step for n in path)
             if text in seen:
                 continue

@@ -19,7 +19,8 @@ class OptimizationConfig:
     """Hyperparameters every optimizer's config shares (each optimizer's schema extends this)."""
 
     name: str = ""
-    lr: float = 5e-4
+    # 1e-4: at 5e-4 the preference objectives wreck the tiny model within one iteration (README, "Recipes")
+    lr: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 16
     epochs: float = 2.0

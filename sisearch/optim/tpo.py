@@ -33,6 +33,7 @@ class TPOConfig(OptimizationConfig):
     weighting: str = "lambda"  # lambda (LiPO-lambda weights) | uniform (the released code's mean over pairs)
     adaptive_steps: bool = True  # step-weighted rewards from hidden-state similarity (TPO's adaptive step reward)
     step_weight_floor: float = 0.01  # weight of a step identical to the top response's
+    nll_weight: float = 0.0  # length-normalised NLL on each list's top-ranked response (as `dpo`'s on chosen)
     reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
     batch_size: int = 4  # lists per batch (each list is several sequences)
 
@@ -172,7 +173,20 @@ class TPOModule(ObjectiveModule):
         else:
             ref_logps = to_lists(ref.sum(-1), batch, width)
             out = tpo_loss(policy_logps, ref_logps, scores, self.cfg.beta, self.cfg.weighting, mask=valid)
-        return self.record(out.loss, out.metrics)
+        loss, metrics = out.loss, dict(out.metrics)
+        if self.cfg.nll_weight:
+            nll = top_response_nll(policy_logps, to_lists(counts.sum(-1), batch, width), scores, valid)
+            loss = loss + self.cfg.nll_weight * nll
+            metrics["nll"] = float(nll.detach())
+        return self.record(loss, metrics)
+
+
+def top_response_nll(logps: torch.Tensor, counts: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over lists of the per-token NLL of each list's best-scored response ([lists, width] inputs)."""
+    top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1, keepdim=True)
+    top_logps = logps.gather(1, top).squeeze(1)
+    top_counts = counts.gather(1, top).squeeze(1)
+    return -(top_logps / top_counts.clamp(min=1)).mean()
 
 
 @torch.no_grad()
@@ -209,6 +223,8 @@ class TPOOptimizer(Optimizer):
             raise ValueError(f"optimizer 'tpo': unknown weighting '{cfg.weighting}'; allowed: {', '.join(TPO_WEIGHTINGS)}")
         if cfg.beta <= 0 or cfg.step_weight_floor <= 0:
             raise ValueError("optimizer 'tpo': beta and step_weight_floor must be > 0")
+        if cfg.nll_weight < 0:
+            raise ValueError(f"optimizer 'tpo': nll_weight must be >= 0, got {cfg.nll_weight}")
         if cfg.reference not in REFERENCES:
             raise ValueError(f"optimizer 'tpo': unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
         self.cfg = cfg
