@@ -30,6 +30,7 @@ from sisearch.models.policy import Policy, load_policy
 from sisearch.optim.base import NonFiniteLossError
 from sisearch.optim.common import TrainerConfig
 from sisearch.reporting import LOGGERS, WANDB_MODES, RunLogger, print_summary
+from sisearch.search.budget import search_with_budget
 from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.search.tree import Tree
 
@@ -46,6 +47,10 @@ class LoopConfig:
     seed: int = 0
     iterations: int = 3
     problems_per_iteration: int = 256
+    # generated tokens one iteration's search may spend (null: search all problems_per_iteration problems);
+    # problems are then searched `search_chunk` at a time, in order, until the budget is spent
+    search_token_budget: int | None = None
+    search_chunk: int = 64
     step_max_new_tokens: int = 32  # token budget of one step when a searcher expands step by step
     progress: bool = True
     save_checkpoints: bool = True
@@ -125,6 +130,8 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
         )
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
+    if loop_cfg.search_chunk < 1 or (loop_cfg.search_token_budget is not None and loop_cfg.search_token_budget < 1):
+        raise registry.ConfigError("search_chunk must be >= 1 and search_token_budget null or >= 1")
     return loop_cfg, typed, trainer_cfg
 
 
@@ -252,8 +259,11 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
 
         engine.reseed(phase_seed(loop_cfg.seed, t, 1))
         search_start = time.time()
-        trees = run_search(searcher, problems, ctx)
+        trees = search_with_budget(
+            lambda chunk: run_search(searcher, chunk, ctx), problems, loop_cfg.search_token_budget, loop_cfg.search_chunk
+        )
         row: dict[str, Any] = {"iteration": t, **search_metrics(trees, time.time() - search_start)}
+        row["search/problems"] = float(len(trees))
         write_jsonl(directory / "trees.jsonl", [tree.to_json() for tree in trees])
 
         data_seed = phase_seed(loop_cfg.seed, t, 2)

@@ -80,6 +80,8 @@ def test_mistyped_top_level_and_trainer_values(no_work, fresh_small_run, tmp_pat
     assert message == "run config: unknown key 'eval.sample'; allowed keys: samples, temperature"
     message = run_error(fresh_small_run + ["+trainer.lr=0.1"], tmp_path / "run")
     assert "trainer config: unknown key 'lr'; allowed keys: accelerator, devices" in message
+    message = run_error(fresh_small_run + ["search_token_budget=0"], tmp_path / "run")
+    assert message == "search_chunk must be >= 1 and search_token_budget null or >= 1"
 
 
 def test_bad_logger_mode_is_reported_before_the_model_loads(no_work, fresh_small_run, tmp_path):

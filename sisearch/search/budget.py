@@ -1,0 +1,44 @@
+"""Searching under a budget of generated tokens: problems go to the searcher a chunk at a time.
+
+Recipes spend very different numbers of tokens per problem (best-of-8 about 240 on arith, move-by-move
+MCTS about 80), so comparing them at equal `problems_per_iteration` is unfair. With a token budget, each
+iteration searches problems in order until the budget is spent: after the first chunk, each next chunk
+holds as many problems as the remaining budget buys at the rate seen so far (at most `chunk`), so the
+iteration overshoots by at most about one problem's worth of tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from sisearch.search.tree import Tree
+from sisearch.tasks.base import Problem
+
+
+def next_chunk_size(remaining_tokens: float, tokens_per_problem: float, chunk: int) -> int:
+    """Problems that `remaining_tokens` buys at `tokens_per_problem`, rounded up, between 1 and `chunk`."""
+    if tokens_per_problem <= 0:
+        return chunk
+    return max(1, min(chunk, math.ceil(remaining_tokens / tokens_per_problem)))
+
+
+def search_with_budget(
+    search: Callable[[list[Problem]], list[Tree]], problems: list[Problem], budget: int | None, chunk: int
+) -> list[Tree]:
+    """Search `problems` in order until `budget` generated tokens are spent (all of them when None)."""
+    if budget is None:
+        return search(problems)
+    if budget < 1 or chunk < 1:
+        raise ValueError(f"search_token_budget and search_chunk must be >= 1, got {budget} and {chunk}")
+    trees: list[Tree] = []
+    spent = 0
+    while len(trees) < len(problems) and spent < budget:
+        size = chunk if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
+        batch = search(problems[len(trees) : len(trees) + size])
+        trees += batch
+        spent += sum(t.cost.generated_tokens for t in batch)
+    return trees
+
+
+__all__ = ["next_chunk_size", "search_with_budget"]
