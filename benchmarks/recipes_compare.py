@@ -1,11 +1,12 @@
-"""Held-out greedy accuracy per difficulty after T iterations of each recipe and of the RFT default.
+"""Held-out greedy accuracy per difficulty after T iterations of each recipe and of RFT, at equal token budgets.
 
-    python benchmarks/recipes_compare.py [--iterations 3] [--problems 16] [--test-size 50] [--recipes ...]
+    python benchmarks/recipes_compare.py [--iterations 3] [--budget 60000] [--test-size 100] [--recipes ...]
 
 Every run uses the default tiny model (conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
-arith task, the same seed and the same training problems per iteration. Search sizes are set so that each
-recipe spends roughly the same generated tokens per problem as best-of-8 (the RFT default's search); the
-table reports what each actually spent (search tokens, plus the on-policy sampling of `score` in training).
+arith task and the same seed. Each iteration may generate `--budget` tokens: the search takes training
+problems in the same order for every recipe until its share is spent (`search_token_budget`); `score`
+also samples on-policy while training, so its search gets what its training leaves of the budget
+(measured in a first pass, see `score_split`). The table reports what each recipe actually spent.
 Rows are printed as one table at the end; each run's metrics also stay in its run directory.
 """
 
@@ -23,14 +24,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 
-# name -> overrides; "rft" is the foundation's default (best_of_n -> correct_samples -> sft).
+# name -> overrides; "rft" is rejection-sampling fine-tuning (best_of_n -> correct_samples -> sft).
 RECIPES: dict[str, list[str]] = {
-    "rft": [],
-    "mcts_dpo": ["experiment=mcts_dpo", "searcher.simulations=8", "searcher.first_root_factor=2"],
-    "step_dpo": ["experiment=step_dpo", "searcher.children=2", "searcher.rollouts=1"],
-    "cpl_step_apo": ["experiment=cpl_step_apo", "searcher.simulations=8"],
-    "tpo": ["experiment=tpo", "searcher.simulations=6", "searcher.first_root_factor=2"],
-    "score": ["experiment=score", "searcher.n=4"],
+    "rft": ["experiment=rft"],
+    "mcts_dpo": ["experiment=mcts_dpo"],
+    "step_dpo": ["experiment=step_dpo"],
+    "cpl_step_apo": ["experiment=cpl_step_apo"],
+    "tpo": ["experiment=tpo"],
+    "score": ["experiment=score"],
 }
 
 
@@ -65,10 +66,10 @@ def default_tiny_config() -> dict:
     return {k: v for k, v in model.items() if k != "lora"}
 
 
-def run_recipe(name: str, common: list[str], out: Path) -> dict:
+def run_recipe(name: str, common: list[str], out: Path, extra: list[str] = ()) -> dict:
     from sisearch.loop import run
 
-    cfg = compose(common + RECIPES[name])
+    cfg = compose(common + RECIPES[name] + list(extra))
     start = time.time()
     rows = run(cfg, out / name)
     last = rows[-1]
@@ -80,23 +81,38 @@ def run_recipe(name: str, common: list[str], out: Path) -> dict:
         "last": last,
         "tokens": searched + trained,
         "search_tokens": searched,
+        "train_tokens": trained,
+        "problems": [r.get("search/problems", 0.0) for r in rows[1:]],
         "records": [r.get("data/records", 0.0) for r in rows[1:]],
         "seconds": time.time() - start,
     }
 
 
+def score_split(common: list[str], out: Path, budget: int) -> list[str]:
+    """Search budget for `score`: its training samples on-policy too, so one probe iteration measures the
+    training tokens per searched token and the search gets the share that keeps search + training = budget."""
+    one_iteration = [o for o in common if not o.startswith("iterations=")] + ["iterations=1"]
+    probe = run_recipe("score", one_iteration, out / "score_probe", [f"search_token_budget={budget // 4}"])
+    ratio = probe["train_tokens"] / max(probe["search_tokens"], 1.0)
+    search = max(1, int(budget / (1.0 + ratio)))
+    print(f"[recipes_compare] score: {ratio:.2f} training tokens per search token -> search budget {search}",
+          file=sys.stderr, flush=True)
+    return [f"search_token_budget={search}"]
+
+
 def print_table(results: list[dict], iterations: int) -> None:
     keys = sorted(k for k in results[0]["last"] if k.startswith("eval/greedy/") and k != "eval/greedy/overall")
     keys.append("eval/greedy/overall")
-    head = ["recipe"] + [k.split("/")[-1] for k in keys] + ["gen. tokens", "records/iter", "seconds"]
+    head = ["recipe"] + [k.split("/")[-1] for k in keys] + ["search tok.", "train tok.", "problems/iter", "seconds"]
     lines = [head]
     base = results[0]["base"]
-    lines.append(["base (iter 0)"] + [f"{base[k]:.3f}" for k in keys] + ["-", "-", "-"])
+    lines.append(["base (iter 0)"] + [f"{base[k]:.2f}" for k in keys] + ["-", "-", "-", "-"])
     for r in results:
         lines.append(
             [f"{r['recipe']} (iter {iterations})"]
-            + [f"{r['last'][k]:.3f}" for k in keys]
-            + [f"{r['tokens']:.0f}", "/".join(f"{x:.0f}" for x in r["records"]), f"{r['seconds']:.0f}"]
+            + [f"{r['last'][k]:.2f}" for k in keys]
+            + [f"{r['search_tokens']:.0f}", f"{r['train_tokens']:.0f}", "/".join(f"{x:.0f}" for x in r["problems"]),
+               f"{r['seconds']:.0f}"]
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     for i, row in enumerate(lines):
@@ -108,8 +124,9 @@ def print_table(results: list[dict], iterations: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--problems", type=int, default=16, help="training problems searched per iteration")
-    parser.add_argument("--test-size", type=int, default=50, help="held-out problems per difficulty")
+    parser.add_argument("--budget", type=int, default=60000, help="generated tokens per iteration (search + training)")
+    parser.add_argument("--max-problems", type=int, default=2048, help="training problems an iteration may search")
+    parser.add_argument("--test-size", type=int, default=100, help="held-out problems per difficulty")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes_compare")
@@ -128,17 +145,20 @@ def main() -> None:
         wait_for_model(args.wait)
     common = model_overrides + [
         "logger=none", "progress=false", "trainer.progress_bar=false", "save_checkpoints=false",
-        f"iterations={args.iterations}", f"problems_per_iteration={args.problems}",
+        f"iterations={args.iterations}", f"problems_per_iteration={args.max_problems}",
         f"task.test_size_per_difficulty={args.test_size}", f"seed={args.seed}",
     ]
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
     results = []
     for name in args.recipes:
         print(f"[recipes_compare] running {name} ...", file=sys.stderr, flush=True)
-        results.append(run_recipe(name, common, out))
+        budget = [f"search_token_budget={args.budget}"]
+        if name == "score":
+            budget = score_split(common, out, args.budget)
+        results.append(run_recipe(name, common, out, budget))
         (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    print(f"\nheld-out greedy accuracy after {args.iterations} iterations ({args.model} tiny model); {args.problems} "
-          f"problems/iteration, {args.test_size} test problems per difficulty, seed {args.seed}")
+    print(f"\nheld-out greedy accuracy after {args.iterations} iterations ({args.model} tiny model); {args.budget} "
+          f"generated tokens per iteration, {args.test_size} test problems per difficulty, seed {args.seed}")
     print_table(results, args.iterations)
     print(f"\nrun directories: {out}")
 

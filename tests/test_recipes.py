@@ -10,6 +10,7 @@ from sisearch.loop import run
 
 # (recipe, searcher, builder, optimizer, record kind)
 RECIPES = [
+    ("rft", "best_of_n", "correct_samples", "sft"),
     ("mcts_dpo", "mcts", "step_pairs", "dpo"),
     ("step_dpo", "best_first", "step_pairs", "dpo"),
     ("cpl_step_apo", "mcts", "advantage_pairs", "step_apo"),
