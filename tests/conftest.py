@@ -23,6 +23,7 @@ TEST_TINY = dict(
 )
 # Loop overrides that keep an end-to-end run to seconds.
 SMALL_RUN = [
+    "experiment=rft",  # the component defaults (best_of_n -> correct_samples -> sft); tests swap parts of it
     "logger=none",
     "progress=false",
     "iterations=1",

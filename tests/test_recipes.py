@@ -36,3 +36,15 @@ def test_recipe_runs_one_iteration(recipe, searcher, builder, optimizer, tmp_pat
     assert rows[1]["data/records"] == len(records)
     if records:
         assert rows[1]["train/skipped"] == 0.0 and rows[1]["train/steps"] >= 1
+
+
+def test_the_default_experiment_is_step_dpo_at_a_token_budget():
+    cfg = compose([])
+    assert (cfg.searcher.name, cfg.builder.name, cfg.optimizer.name) == ("best_first", "step_pairs", "dpo")
+    assert (cfg.optimizer.lr, cfg.optimizer.nll_weight, cfg.search_token_budget) == (1e-4, 1.0, 60000)
+    assert compose(["experiment=step_dpo"]) == cfg  # the recipe and the defaults are the same run
+    # any one part swaps without the recipe's settings leaking into it; the builder follows the optimizer
+    assert compose(["searcher=beam"]).searcher.name == "beam"
+    assert compose(["optimizer=sft"]).builder.name == "correct_samples"
+    rft = compose(["experiment=rft"])
+    assert (rft.searcher.name, rft.builder.name, rft.optimizer.name) == ("best_of_n", "correct_samples", "sft")
