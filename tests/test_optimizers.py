@@ -249,3 +249,14 @@ def capture_history(monkeypatch) -> dict[str, list[float]]:
     for name in ("sisearch.optim.base", "sisearch.optim.dpo", "sisearch.optim.tpo", "sisearch.optim.score"):
         monkeypatch.setattr(f"{name}.run_training", spy)
     return captured
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: DPOOptimizer(DPOConfig(nll_weight=-1.0)), lambda: StepAPOOptimizer(StepAPOConfig(nll_weight=-1.0)),
+     lambda: TPOOptimizer(TPOConfig(nll_weight=-1.0))],
+    ids=["dpo", "step_apo", "tpo"],
+)
+def test_a_negative_nll_weight_is_refused(build):
+    with pytest.raises(ValueError, match="nll_weight must be >= 0, got -1.0"):
+        build()

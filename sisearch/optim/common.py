@@ -19,7 +19,7 @@ class OptimizationConfig:
     """Hyperparameters every optimizer's config shares (each optimizer's schema extends this)."""
 
     name: str = ""
-    # 1e-4: at 5e-4 the preference objectives wreck the tiny model within one iteration (README, "Recipes")
+    # 1e-4: at 5e-4 the preference objectives wreck the tiny model within one iteration (README, "Results")
     lr: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 16

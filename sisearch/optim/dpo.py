@@ -73,6 +73,8 @@ class DPOOptimizer(Optimizer):
     def __init__(self, cfg: DPOConfig):
         if cfg.loss_type not in DPO_LOSS_TYPES:
             raise ValueError(f"optimizer 'dpo': unknown loss_type '{cfg.loss_type}'; allowed: {', '.join(DPO_LOSS_TYPES)}")
+        if cfg.nll_weight < 0:
+            raise ValueError(f"optimizer 'dpo': nll_weight must be >= 0, got {cfg.nll_weight}")
         if cfg.use_visit_counts and cfg.loss_type != "conservative":
             raise ValueError("optimizer 'dpo': use_visit_counts needs loss_type 'conservative'")
         self.cfg = cfg

@@ -39,6 +39,8 @@ class StepAPOOptimizer(Optimizer):
             raise ValueError(f"optimizer 'step_apo': beta must be > 0, got {cfg.beta}")
         if cfg.alpha < 0:
             raise ValueError(f"optimizer 'step_apo': alpha must be >= 0, got {cfg.alpha}")
+        if cfg.nll_weight < 0:
+            raise ValueError(f"optimizer 'step_apo': nll_weight must be >= 0, got {cfg.nll_weight}")
         self.cfg = cfg
         self.records: Sequence[PreferencePair] = ()
 
