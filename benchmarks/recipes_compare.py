@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 # name -> overrides; "rft" is rejection-sampling fine-tuning (best_of_n -> correct_samples -> sft).
 RECIPES: dict[str, list[str]] = {
     "rft": ["experiment=rft"],
-    # instance-level preferences: response-level DPO on (correct, incorrect) best-of-n samples, NLL term on
-    "outcome_dpo": ["experiment=rft", "optimizer=dpo", "optimizer.nll_weight=1.0"],
+    "iterative_rpo": ["experiment=iterative_rpo"],  # instance-level pairs: DPO + NLL on (correct, incorrect)
     "mcts_dpo": ["experiment=mcts_dpo"],
     "step_dpo": ["experiment=step_dpo"],
     "cpl_step_apo": ["experiment=cpl_step_apo"],

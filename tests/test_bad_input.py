@@ -112,8 +112,7 @@ def cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     [
         # Hydra's struct mode catches these during composition; the CLI turns them into one line.
         ("iteration=3", "sisearch: error: unknown config key 'iteration'; allowed keys there: task,", "iterations"),
-        ("searcher.child=3", "sisearch: error: unknown config key 'searcher.child'; allowed keys there: name, "
-         "children,", "rollouts"),
+        ("searcher.nn=3", "sisearch: error: unknown config key 'searcher.nn'; allowed keys there: name, n,", "n"),
         ("searcher=bets_of_n", "sisearch: error: In 'config': Could not find 'searcher/bets_of_n'; available "
          "options in 'searcher':", "best_of_n"),
         # ... and these by sisearch's own validation.

@@ -11,6 +11,7 @@ from sisearch.loop import run
 # (recipe, searcher, builder, optimizer, record kind)
 RECIPES = [
     ("rft", "best_of_n", "correct_samples", "sft"),
+    ("iterative_rpo", "best_of_n", "outcome_pairs", "dpo"),
     ("mcts_dpo", "mcts", "step_pairs", "dpo"),
     ("step_dpo", "best_first", "step_pairs", "dpo"),
     ("cpl_step_apo", "mcts", "advantage_pairs", "step_apo"),
@@ -38,13 +39,15 @@ def test_recipe_runs_one_iteration(recipe, searcher, builder, optimizer, tmp_pat
         assert rows[1]["train/skipped"] == 0.0 and rows[1]["train/steps"] >= 1
 
 
-def test_the_default_experiment_is_step_dpo_at_a_token_budget():
+def test_the_default_experiment_is_iterative_rpo_at_a_token_budget():
     cfg = compose([])
-    assert (cfg.searcher.name, cfg.builder.name, cfg.optimizer.name) == ("best_first", "step_pairs", "dpo")
+    assert (cfg.searcher.name, cfg.builder.name, cfg.optimizer.name) == ("best_of_n", "outcome_pairs", "dpo")
     assert (cfg.optimizer.lr, cfg.optimizer.nll_weight, cfg.search_token_budget) == (1e-4, 1.0, 60000)
-    assert compose(["experiment=step_dpo"]) == cfg  # the recipe and the defaults are the same run
-    # any one part swaps without the recipe's settings leaking into it; the builder follows the optimizer
-    assert compose(["searcher=beam"]).searcher.name == "beam"
+    assert compose(["experiment=iterative_rpo"]) == cfg  # the recipe and the defaults are the same run
+    # any one part swaps without a recipe's settings leaking into it; the builder follows the optimizer
     assert compose(["optimizer=sft"]).builder.name == "correct_samples"
-    rft = compose(["experiment=rft"])
-    assert (rft.searcher.name, rft.builder.name, rft.optimizer.name) == ("best_of_n", "correct_samples", "sft")
+    assert compose(["experiment=rft"]).optimizer.name == "sft"
+    step_dpo = compose(["experiment=step_dpo"])
+    assert (step_dpo.searcher.name, step_dpo.builder.name, step_dpo.searcher.rollouts) == ("best_first", "step_pairs", 1)
+    beam = compose(["experiment=step_dpo", "searcher=beam"])  # the recipe's searcher settings stay behind
+    assert beam.searcher.name == "beam" and "rollouts" not in beam.searcher
