@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +259,11 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
 
         engine.reseed(phase_seed(loop_cfg.seed, t, 1))
         search_start = time.time()
+        # Under a budget one bar counts tokens, so the chunks' own bars stay off.
+        chunk_ctx = replace(ctx, progress=ctx.progress and loop_cfg.search_token_budget is None)
         trees = search_with_budget(
-            lambda chunk: run_search(searcher, chunk, ctx), problems, loop_cfg.search_token_budget, loop_cfg.search_chunk
+            lambda chunk: run_search(searcher, chunk, chunk_ctx), problems, loop_cfg.search_token_budget,
+            loop_cfg.search_chunk, progress=loop_cfg.progress,
         )
         row: dict[str, Any] = {"iteration": t, **search_metrics(trees, time.time() - search_start)}
         row["search/problems"] = float(len(trees))

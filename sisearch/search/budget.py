@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
 
@@ -24,20 +26,31 @@ def next_chunk_size(remaining_tokens: float, tokens_per_problem: float, chunk: i
 
 
 def search_with_budget(
-    search: Callable[[list[Problem]], list[Tree]], problems: list[Problem], budget: int | None, chunk: int
+    search: Callable[[list[Problem]], list[Tree]], problems: list[Problem], budget: int | None, chunk: int,
+    progress: bool = False,
 ) -> list[Tree]:
-    """Search `problems` in order until `budget` generated tokens are spent (all of them when None)."""
+    """Search `problems` in order until `budget` generated tokens are spent (all of them when None).
+
+    With a budget, `search` should show no progress bar of its own: this one counts tokens against the budget.
+    """
     if budget is None:
         return search(problems)
     if budget < 1 or chunk < 1:
         raise ValueError(f"search_token_budget and search_chunk must be >= 1, got {budget} and {chunk}")
     trees: list[Tree] = []
     spent = 0
-    while len(trees) < len(problems) and spent < budget:
-        size = chunk if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
-        batch = search(problems[len(trees) : len(trees) + size])
-        trees += batch
-        spent += sum(t.cost.generated_tokens for t in batch)
+    bar = Progress(
+        TextColumn("search"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+        TextColumn("{task.fields[problems]} problems"), TimeElapsedColumn(), disable=not progress, transient=True,
+    )
+    with bar:
+        task = bar.add_task("search", total=budget, problems=0)
+        while len(trees) < len(problems) and spent < budget:
+            size = chunk if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
+            batch = search(problems[len(trees) : len(trees) + size])
+            trees += batch
+            spent += sum(t.cost.generated_tokens for t in batch)
+            bar.update(task, completed=min(spent, budget), problems=len(trees))
     return trees
 
 
