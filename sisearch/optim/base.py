@@ -58,6 +58,8 @@ class ObjectiveModule(L.LightningModule):
         self.history["loss"].append(value)
         for key, metric in metrics.items():
             self.history[key].append(float(metric))
+        if self._trainer is not None and self.trainer.optimizers:  # the schedule's rate for this micro-batch
+            self.history["lr"].append(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
         self.log("loss", value, prog_bar=True)
         return loss
 
@@ -66,7 +68,10 @@ class ObjectiveModule(L.LightningModule):
         summary = {f"train/{k}": sum(v) / len(v) for k, v in self.history.items() if v}
         if self.history.get("loss"):
             summary["train/loss_last"] = self.history["loss"][-1]
-            summary["train/steps"] = float(len(self.history["loss"]))
+            # optimizer steps; with gradient accumulation each takes several micro-batches (training steps)
+            steps = self.trainer.global_step if self._trainer is not None else 0
+            summary["train/steps"] = float(steps or len(self.history["loss"]))
+            summary["train/micro_batches"] = float(len(self.history["loss"]))
         return summary
 
 
