@@ -46,10 +46,10 @@ class LoopConfig:
 
     seed: int = 0
     iterations: int = 3
-    problems_per_iteration: int = 256
-    # generated tokens one iteration's search may spend (null: search all problems_per_iteration problems);
+    problems_per_iteration: int = 1024  # at most this many problems an iteration
+    # generated tokens one iteration's search may spend (None: search all problems_per_iteration problems);
     # problems are then searched `search_chunk` at a time, in order, until the budget is spent
-    search_token_budget: int | None = None
+    search_token_budget: int | None = 60000
     search_chunk: int = 64
     step_max_new_tokens: int = 32  # token budget of one step when a searcher expands step by step
     progress: bool = True
