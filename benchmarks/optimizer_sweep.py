@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from search_throughput import REPO, choose_model  # noqa: E402
+from recipes_compare import compose, print_rows  # noqa: E402
+from search_throughput import choose_model  # noqa: E402
 
 from sisearch import registry  # noqa: E402
 from sisearch.data.records import read_records  # noqa: E402
@@ -39,9 +40,6 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 def optimizer_config(option: str) -> dict:
     """conf/optimizer/<option>.yaml with its group defaults resolved, as the loop would compose it."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from recipes_compare import compose
-
     return OmegaConf.to_container(compose([f"optimizer={option}"]).optimizer, resolve=True)
 
 
@@ -87,11 +85,7 @@ def main() -> None:
             + [f"{result['eval/greedy/overall']:.2f}", f"{result['eval/greedy_tokens']:.1f}",
                f"{metrics.get('train/rewards/accuracies', float('nan')):.2f}", f"{seconds:.0f}"]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    for i, row in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_rows(lines)
 
 
 if __name__ == "__main__":

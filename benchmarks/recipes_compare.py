@@ -115,7 +115,12 @@ def print_table(results: list[dict], iterations: int) -> None:
             + [f"{r['search_tokens']:.0f}", f"{r['train_tokens']:.0f}", "/".join(f"{x:.0f}" for x in r["problems"]),
                f"{r['seconds']:.0f}"]
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    print_rows(lines)
+
+
+def print_rows(lines: list[list[str]]) -> None:
+    """Left-aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     for i, row in enumerate(lines):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
         if i == 0:

@@ -463,3 +463,10 @@ def test_policy_gradient_loss():
     assert kl.grad.tolist() == [approx(0.05), approx(0.05)]
     with pytest.raises(ValueError):
         policy_gradient_loss(logps, adv, kl_coef=0.1)
+
+
+def test_length_normalised_nll_by_hand():
+    from sisearch.optim.losses import length_normalised_nll
+
+    # rows: -6 over 3 tokens -> 2 per token; -1 over 0 tokens counts as 1 token -> 1; mean 1.5
+    assert length_normalised_nll(torch.tensor([-6.0, -1.0]), torch.tensor([3, 0])).item() == pytest.approx(1.5)

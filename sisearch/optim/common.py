@@ -97,6 +97,11 @@ def adamw_with_schedule(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def check_nll_weight(optimizer: str, weight: float) -> None:
+    if weight < 0:
+        raise ValueError(f"optimizer '{optimizer}': nll_weight must be >= 0, got {weight}")
+
+
 def steps_for(num_examples: int, batch_size: int, epochs: float, accumulate: int, max_steps: int | None) -> int:
     """Optimizer steps for `epochs` passes (at least one), capped by `max_steps`."""
     batches = math.ceil(num_examples / batch_size)

@@ -15,8 +15,8 @@ import torch
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig
-from sisearch.optim.losses import DPO_LOSS_TYPES, LossOutput, dpo_loss
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
+from sisearch.optim.losses import DPO_LOSS_TYPES, LossOutput, dpo_loss, length_normalised_nll
 from sisearch.optim.pairs import PairBatch, collate_pairs, encode_pairs, fill_reference_logps, pair_logps
 from sisearch.registry import register
 
@@ -49,7 +49,7 @@ class PairModule(ObjectiveModule):
         loss = out.loss
         metrics = dict(out.metrics)
         if self.cfg.nll_weight:
-            nll = -(chosen / chosen_len.clamp(min=1)).mean()
+            nll = length_normalised_nll(chosen, chosen_len)
             loss = loss + self.cfg.nll_weight * nll
             metrics["nll"] = float(nll.detach())
         return self.record(loss, metrics)
@@ -73,8 +73,7 @@ class DPOOptimizer(Optimizer):
     def __init__(self, cfg: DPOConfig):
         if cfg.loss_type not in DPO_LOSS_TYPES:
             raise ValueError(f"optimizer 'dpo': unknown loss_type '{cfg.loss_type}'; allowed: {', '.join(DPO_LOSS_TYPES)}")
-        if cfg.nll_weight < 0:
-            raise ValueError(f"optimizer 'dpo': nll_weight must be >= 0, got {cfg.nll_weight}")
+        check_nll_weight("dpo", cfg.nll_weight)
         if cfg.use_visit_counts and cfg.loss_type != "conservative":
             raise ValueError("optimizer 'dpo': use_visit_counts needs loss_type 'conservative'")
         self.cfg = cfg

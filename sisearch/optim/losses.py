@@ -36,6 +36,7 @@ __all__ = [
     "score_shaped_rewards",
     "leave_one_out_advantages",
     "policy_gradient_loss",
+    "length_normalised_nll",
 ]
 
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "conservative")
@@ -578,3 +579,8 @@ def policy_gradient_loss(
         loss = loss + kl_coef * kl_mean
         metrics["objective/kl"] = kl_mean.item()
     return LossOutput(loss=loss, metrics=metrics)
+
+
+def length_normalised_nll(logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of each row's per-token NLL: `-mean(logps / counts)` (the RPO term; 0 tokens count as 1)."""
+    return -(logps / counts.clamp(min=1)).mean()

@@ -14,7 +14,7 @@ import torch
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import Optimizer
-from sisearch.optim.common import OptimizationConfig, TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
 from sisearch.optim.dpo import fit_pairs
 from sisearch.optim.losses import LossOutput, step_apo_loss
 from sisearch.optim.pairs import PairBatch
@@ -39,8 +39,7 @@ class StepAPOOptimizer(Optimizer):
             raise ValueError(f"optimizer 'step_apo': beta must be > 0, got {cfg.beta}")
         if cfg.alpha < 0:
             raise ValueError(f"optimizer 'step_apo': alpha must be >= 0, got {cfg.alpha}")
-        if cfg.nll_weight < 0:
-            raise ValueError(f"optimizer 'step_apo': nll_weight must be >= 0, got {cfg.nll_weight}")
+        check_nll_weight("step_apo", cfg.nll_weight)
         self.cfg = cfg
         self.records: Sequence[PreferencePair] = ()
 

@@ -19,9 +19,9 @@ import torch
 from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
-from sisearch.optim.losses import TPO_WEIGHTINGS, tpo_loss, tpo_step_weighted_scores
+from sisearch.optim.losses import TPO_WEIGHTINGS, length_normalised_nll, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context
 from sisearch.registry import register
 
@@ -184,9 +184,7 @@ class TPOModule(ObjectiveModule):
 def top_response_nll(logps: torch.Tensor, counts: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean over lists of the per-token NLL of each list's best-scored response ([lists, width] inputs)."""
     top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1, keepdim=True)
-    top_logps = logps.gather(1, top).squeeze(1)
-    top_counts = counts.gather(1, top).squeeze(1)
-    return -(top_logps / top_counts.clamp(min=1)).mean()
+    return length_normalised_nll(logps.gather(1, top).squeeze(1), counts.gather(1, top).squeeze(1))
 
 
 @torch.no_grad()
@@ -223,8 +221,7 @@ class TPOOptimizer(Optimizer):
             raise ValueError(f"optimizer 'tpo': unknown weighting '{cfg.weighting}'; allowed: {', '.join(TPO_WEIGHTINGS)}")
         if cfg.beta <= 0 or cfg.step_weight_floor <= 0:
             raise ValueError("optimizer 'tpo': beta and step_weight_floor must be > 0")
-        if cfg.nll_weight < 0:
-            raise ValueError(f"optimizer 'tpo': nll_weight must be >= 0, got {cfg.nll_weight}")
+        check_nll_weight("tpo", cfg.nll_weight)
         if cfg.reference not in REFERENCES:
             raise ValueError(f"optimizer 'tpo': unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
         self.cfg = cfg
