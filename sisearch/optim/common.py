@@ -51,9 +51,9 @@ def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any
     warnings.filterwarnings("ignore", ".*Skipping val loop.*")
     callbacks = list(callbacks or [])
     if trainer_cfg.progress_bar:
-        from lightning.pytorch.callbacks import RichProgressBar
+        from sisearch.optim.progress_bar import TrainingProgressBar
 
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(TrainingProgressBar())
     return L.Trainer(
         accelerator=trainer_cfg.accelerator,
         devices=trainer_cfg.devices,

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Sequence
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sisearch.engines.base import Engine
+from sisearch.progress import progress_task
 from sisearch.rewards.heads import STEP_LABELS, HeadExample, HeadTrainConfig, RewardHead, train_head
 from sisearch.rewards.scoring import monte_carlo_step_labels
 from sisearch.search.tree import Tree
@@ -178,16 +178,12 @@ def fit_new_head(
     rollout_engine: Engine | None = None,
 ) -> tuple[RewardHead, dict[str, float]]:
     """A head on a copy of the engine's policy, trained on labelled samples of that policy."""
-    with Progress(
-        TextColumn("reward head ({task.description})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not cfg.progress, transient=True,
-    ) as progress:
-        bar = progress.add_task("sampling and labelling", total=2)
+    with progress_task(f"{kind} reward head", total=2, enabled=cfg.progress, info="sampling and labelling") as bar:
         examples = training_examples(kind, task, engine, cfg, solutions, rollout_engine)
-        progress.update(bar, advance=1, description="training")
+        bar.update(advance=1, info="training")
         head = RewardHead.fresh(engine.policy, kind, cfg.dropout, task.step_delimiter)
         metrics = train_head(head, examples, cfg)
-        progress.advance(bar)
+        bar.advance()
     metrics["train/examples"] = float(len(examples))
     head.meta.metrics = {k: float(v) for k, v in metrics.items()}
     return head, metrics

@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+from sisearch.progress import progress_task
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
 
@@ -39,18 +38,13 @@ def search_with_budget(
         raise ValueError(f"search_token_budget and search_chunk must be >= 1, got {budget} and {chunk}")
     trees: list[Tree] = []
     spent = 0
-    bar = Progress(
-        TextColumn("search"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-        TextColumn("{task.fields[problems]} problems"), TimeElapsedColumn(), disable=not progress, transient=True,
-    )
-    with bar:
-        task = bar.add_task("search", total=budget, problems=0)
+    with progress_task("search (generated tokens)", total=budget, enabled=progress, info="0 problems") as bar:
         while len(trees) < len(problems) and spent < budget:
             size = chunk if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
             batch = search(problems[len(trees) : len(trees) + size])
             trees += batch
             spent += sum(t.cost.generated_tokens for t in batch)
-            bar.update(task, completed=min(spent, budget), problems=len(trees))
+            bar.update(completed=min(spent, budget), info=f"{len(trees)} problems")
     return trees
 
 

@@ -10,9 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from sisearch.engines.base import Engine, Sample
+from sisearch.progress import Bar, progress_task
 from sisearch.search.base import Searcher
 from sisearch.search.requests import Expand, Rollout, RolloutResult, Score
 from sisearch.search.tree import Cost, Node, Tree
@@ -61,28 +60,23 @@ class Scheduler:
         trees = [Tree(problem_id=p.id, prompt=task.prompt(p)) for p in problems]
         gens = {i: self.searcher.search(p, trees[i]) for i, p in enumerate(problems)}
         pending: dict[int, Any] = {}
-        progress = Progress(
-            TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            disable=not self.ctx.progress, transient=True,
-        )
-        with progress:
-            bar = progress.add_task("search", total=len(problems))
+        with progress_task("search (problems)", total=len(problems), enabled=self.ctx.progress) as bar:
             for i in gens:
-                self._advance(i, None, gens, pending, trees, progress, bar)
+                self._advance(i, None, gens, pending, trees, bar)
             while pending:
                 answers = self._dispatch(pending, problems, trees)
                 current = dict(pending)
                 pending.clear()
                 for i in current:
-                    self._advance(i, answers[i], gens, pending, trees, progress, bar)
+                    self._advance(i, answers[i], gens, pending, trees, bar)
         return trees
 
-    def _advance(self, i, answer, gens, pending, trees, progress, bar) -> None:
+    def _advance(self, i, answer, gens, pending, trees, bar: Bar) -> None:
         try:
             pending[i] = gens[i].send(answer)
         except StopIteration:
             self.searcher.finish(trees[i])
-            progress.advance(bar)
+            bar.advance()
 
     def _dispatch(self, pending: dict[int, Any], problems: list[Problem], trees: list[Tree]) -> dict[int, Any]:
         # A list of requests is flattened into (problem, position) entries so that it is batched like the rest.
