@@ -130,7 +130,11 @@ def _first_line(text: str) -> str:
 
 def to_typed(schema: type, cfg: Any, what: str) -> Any:
     """Merge `cfg` over `schema`'s defaults and return the dataclass; each error is one line naming
-    `what`, the offending key, and the allowed keys or the expected type."""
+    `what`, the offending key, and the allowed keys or the expected type.
+
+    A schema checks its values in `__post_init__` (raising ValueError without naming the component): those
+    checks run here, during validation, before anything is built, and their messages get `what` in front.
+    """
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
     except (ConfigKeyError, ConfigAttributeError) as err:
@@ -145,6 +149,10 @@ def to_typed(schema: type, cfg: Any, what: str) -> Any:
         raise ConfigError(f"{what}: bad value for '{field}': {_first_line(err.msg)}") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"{what}: {_first_line(err)}") from None
+    except ConfigError:
+        raise
+    except ValueError as err:  # a schema's own check (its __post_init__); the component is named here, once
+        raise ConfigError(f"{what}: {err}") from None
 
 
 def build(kind: str, cfg: Mapping[str, Any] | DictConfig | Any, **deps: Any) -> Any:

@@ -52,9 +52,9 @@ class TinyConfig:
     misconception_rate: float = 0.6
     self_correction_rate: float = 0.05
     # SFT run
-    sft_steps: int = 400
+    sft_steps: int = 700
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1.5e-3
     seed: int = 0
     # where the trained directory is cached (keyed by everything above)
     cache_dir: str = "~/.cache/sisearch"
