@@ -51,12 +51,13 @@ class RunLogger:
             metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "iteration"}
             self.backend.log_metrics(metrics, step=int(row["iteration"]))
 
-    def finish(self) -> None:
+    def finish(self, status: str = "success") -> None:
+        """Close the W&B run; `status` "failed" marks it so (a crash must not leave it open)."""
         if self.backend is not None:
-            self.backend.finalize("success")
+            self.backend.finalize(status)
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=0 if status == "success" else 1)
 
 
 def print_summary(rows: list[dict[str, Any]], console: Console | None = None) -> None:

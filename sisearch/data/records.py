@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from sisearch.files import write_jsonl
+
 
 @dataclass
 class SFTExample:
@@ -55,10 +57,8 @@ def register_record_type(kind: str, cls: type) -> None:
 
 
 def write_records(path: Path, records: Sequence[Any]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            line = {"kind": record_kind(type(record)), **asdict(record)}
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
+    """Training records as JSON lines, written atomically (each line carries its record kind)."""
+    write_jsonl(path, [json.dumps({"kind": record_kind(type(r)), **asdict(r)}, sort_keys=True) for r in records])
 
 
 def read_records(path: Path) -> list[Any]:

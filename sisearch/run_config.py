@@ -1,0 +1,86 @@
+"""The run's own settings (`LoopConfig`) and the checks of a whole config before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sisearch import registry
+from sisearch.evaluate import EvalConfig
+from sisearch.optim.common import TrainerConfig
+from sisearch.reporting import LOGGERS, WANDB_MODES
+
+# Top-level config entries besides LoopConfig's fields and the component groups (registry.KINDS).
+OTHER_GROUPS = ("trainer", "logger")
+
+
+@dataclass
+class LoopConfig:
+    """Top-level run settings (the keys of conf/config.yaml outside the component groups)."""
+
+    seed: int = 0
+    iterations: int = 3
+    problems_per_iteration: int = 1024  # at most this many problems an iteration
+    # generated tokens one iteration's search may spend (None: search all problems_per_iteration problems);
+    # problems are then searched `search_chunk` at a time, in order, until the budget is spent
+    search_token_budget: int | None = 60000
+    search_chunk: int = 64
+    step_max_new_tokens: int = 32  # token budget of one step when a searcher expands step by step
+    progress: bool = True  # progress bars (one live display; see sisearch/progress.py)
+    save_checkpoints: bool = True  # the policy after each iteration, in iterations/iter_NN/policy
+    resume: str | None = None  # a run directory to continue after its last finished iteration
+    plugins: list[str] = field(default_factory=list)  # importable modules that register extra components
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
+    """Check every part of the config before any work starts; returns the typed configs."""
+    allowed = [*LoopConfig.__dataclass_fields__, *registry.KINDS, *OTHER_GROUPS]
+    # Hydra's struct mode rejects `iteration=3`, but `+iteration=3` (or a YAML typo) would pass silently.
+    unknown = [str(k) for k in cfg if k not in allowed and k != "hydra"]
+    if unknown:
+        raise registry.ConfigError(
+            f"unknown top-level config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    loop_keys = {k: cfg[k] for k in LoopConfig.__dataclass_fields__ if k in cfg}
+    loop_cfg = registry.to_typed(LoopConfig, loop_keys, "run config")
+    check_logger(cfg.get("logger"))
+    registry.load_plugins(loop_cfg.plugins)
+    typed = {kind: registry.validate(kind, cfg[kind]) for kind in registry.KINDS if kind in cfg}
+    missing = [kind for kind in registry.KINDS if kind not in typed]
+    if missing:
+        raise registry.ConfigError(f"the config has no {', '.join(missing)}; every run needs all of {registry.KINDS}")
+    trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
+    check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
+    if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
+        raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
+    if loop_cfg.search_chunk < 1 or (loop_cfg.search_token_budget is not None and loop_cfg.search_token_budget < 1):
+        raise registry.ConfigError("search_chunk must be >= 1 and search_token_budget null or >= 1")
+    return loop_cfg, typed, trainer_cfg
+
+
+def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:
+    produces = registry.lookup("builder", builder).cls.produces
+    consumes = registry.lookup("optimizer", optimizer).cls.consumes
+    if produces is not consumes:
+        raise registry.ConfigError(
+            f"builder '{builder}' produces {produces.__name__} records but optimizer '{optimizer}' trains on "
+            f"{consumes.__name__}; builders that produce {consumes.__name__}: "
+            f"{', '.join(compatible_builders(consumes))}"
+        )
+
+
+def check_logger(cfg: Any) -> None:
+    """The logger is built after the model loads, so its settings are checked here, before any work."""
+    name = (cfg or {}).get("name", "none")
+    if name not in LOGGERS:
+        raise registry.ConfigError(f"unknown logger '{name}'; allowed: {', '.join(LOGGERS)}")
+    if name == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
+        raise registry.ConfigError(f"logger 'wandb': unknown mode '{cfg.get('mode')}'; allowed: {', '.join(WANDB_MODES)}")
+
+
+def compatible_builders(record_type: type) -> list[str]:
+    return [n for n in registry.names("builder") if registry.lookup("builder", n).cls.produces is record_type]
