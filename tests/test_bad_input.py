@@ -184,7 +184,7 @@ def test_empty_problem_set_is_refused(no_work, fresh_small_run, tmp_path):
         (["task=gsm8k", "task.test_limit=0"], "task 'gsm8k': test_limit must be at least 1 or null (no limit), got 0"),
         (["task=math", "task.max_steps=0"], "task 'math': max_steps must be at least 1, got 0"),
         (["task=math", "task.group_by=levels"], "task 'math': unknown group_by 'levels'; allowed: level, type, none"),
-        (["task=gsm8k", "task.prompt_template='Q: {problem}'"], "task 'gsm8k': prompt_template is not a valid template"),
+        (["task=gsm8k", "task.prompt_template='Q: {problem}'"], "task 'gsm8k': prompt_template is not a valid"),
     ],
 )
 def test_bad_task_value_is_refused_before_work(no_work, fresh_small_run, tmp_path, override, expected):

@@ -41,7 +41,8 @@ def test_user_paths_are_relative_to_the_working_directory(monkeypatch, tmp_path)
     assert [p.answer for p in task.problems("train")] == ["5"]
     with pytest.raises(FileNotFoundError) as err:
         GSM8KTask(GSM8KConfig(train_path="nope.jsonl")).problems("train")
-    assert str(err.value) == f"task 'gsm8k': train file not found: nope.jsonl (relative to the working directory {tmp_path})"
+    where = f"(relative to the working directory {tmp_path})"
+    assert str(err.value) == f"task 'gsm8k': train file not found: nope.jsonl {where}"
 
 
 def test_limits_take_the_first_problems():
