@@ -155,8 +155,11 @@ def test_missing_dataset_file_names_the_path(no_work, fresh_small_run, tmp_path)
     "bad_line, detail",
     [
         ('{"question": "What is 1+1?", "answer": "2"', "Expecting"),  # cut-off JSON
-        (json.dumps({"question": "What is 1+1?"}), "missing key 'answer'"),
+        (json.dumps({"question": "What is 1+1?"}), "missing field 'answer'"),
         (json.dumps({"question": "What is 1+1?", "answer": "it is 2"}), "no '#### <answer>' line"),
+        (json.dumps({"question": "What is 1+1?", "answer": "1+1\n#### two"}), "not a number: 'two'"),
+        (json.dumps({"question": ["q"], "answer": "#### 2"}), "field 'question' must be a string, got list"),
+        ("[1, 2]", "not a JSON object but list"),
     ],
 )
 def test_malformed_dataset_line_is_reported_with_its_number(no_work, fresh_small_run, tmp_path, bad_line, detail):
@@ -173,6 +176,20 @@ def test_empty_problem_set_is_refused(no_work, fresh_small_run, tmp_path):
     message = run_error(gsm8k_run(fresh_small_run, train, empty), tmp_path / "run", ValueError)
     assert message == f"task 'gsm8k': {empty} holds no problems"
 
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["task=gsm8k", "task.test_limit=0"], "task 'gsm8k': test_limit must be at least 1 or null (no limit), got 0"),
+        (["task=math", "task.max_steps=0"], "task 'math': max_steps must be at least 1, got 0"),
+        (["task=math", "task.group_by=levels"], "task 'math': unknown group_by 'levels'; allowed: level, type, none"),
+        (["task=gsm8k", "task.prompt_template='Q: {problem}'"], "task 'gsm8k': prompt_template is not a valid"),
+    ],
+)
+def test_bad_task_value_is_refused_before_work(no_work, fresh_small_run, tmp_path, override, expected):
+    overrides = [o for o in fresh_small_run if not o.startswith("task.")] + override
+    assert run_error(overrides, tmp_path / "run", ValueError).startswith(expected)
 
 # --- model directories and tokenizers -------------------------------------------------------------------
 
@@ -299,13 +316,13 @@ def test_every_torch_load_is_weights_only():
 
 
 def test_gsm8k_answers_are_only_numbers_and_checked_under_a_timeout(monkeypatch, tmp_path):
-    from sisearch.tasks import gsm8k
+    from sisearch.tasks import answers, gsm8k
     from sisearch.tasks.base import Problem
 
     marker = tmp_path / "pwned"
     attack = f"The answer is __import__('os').system('touch {marker}')\n#### 1+__import__('os')"
     calls: list[dict] = []
-    real_parse, real_verify = gsm8k.parse, gsm8k.verify
+    real_parse, real_verify = answers.parse, answers.verify
 
     def spy_parse(text, **kwargs):
         calls.append({"parse": text, **kwargs})
@@ -315,13 +332,13 @@ def test_gsm8k_answers_are_only_numbers_and_checked_under_a_timeout(monkeypatch,
         calls.append({"verify": True, **kwargs})
         return real_verify(gold, predicted, **kwargs)
 
-    monkeypatch.setattr(gsm8k, "parse", spy_parse)
-    monkeypatch.setattr(gsm8k, "verify", spy_verify)
+    monkeypatch.setattr(answers, "parse", spy_parse)
+    monkeypatch.setattr(answers, "verify", spy_verify)
     task = gsm8k.GSM8KTask(gsm8k.GSM8KConfig())
     verdict = task.check(Problem("p", "q", "1"), attack)
     assert verdict.answer == "1" and verdict.correct  # only the number after '####' is read
     assert not marker.exists()
     assert all(re.fullmatch(r"-?[0-9.]+", c["parse"]) for c in calls if "parse" in c)
-    assert [c["parsing_timeout"] for c in calls if "parse" in c] == [gsm8k.CHECK_TIMEOUT_S] * 2
-    assert [c["timeout_seconds"] for c in calls if "verify" in c] == [gsm8k.CHECK_TIMEOUT_S]
-    assert 0 < gsm8k.CHECK_TIMEOUT_S <= 10
+    assert [c["parsing_timeout"] for c in calls if "parse" in c] == [answers.CHECK_TIMEOUT_S] * 2
+    assert [c["timeout_seconds"] for c in calls if "verify" in c] == [answers.CHECK_TIMEOUT_S]
+    assert 0 < answers.CHECK_TIMEOUT_S <= 10

@@ -1,97 +1,99 @@
-"""`gsm8k`: grade-school word problems from local JSONL files (`{"question", "answer"}` per line).
+"""`gsm8k`: grade-school word problems from JSONL files (`{"question", "answer"}` per line).
 
-The gold answer is the text after the last `####` of the reference solution. A model's answer is read
-from its own `#### N` line, else from "The answer is N", else from its last number, and compared with
-math-verify (under a timeout, since its symbolic comparison can be slow on adversarial text).
+GSM8K itself (OpenAI, MIT licence) ships inside the package (`sisearch/tasks/data/gsm8k/`) and is read when
+`train_path` / `test_path` are null; a path given by the user is read instead (relative paths from the
+working directory). The gold answer is the number after the last `####` of the reference solution.
+A model's answer is the number in its first final-answer statement (`#### 18`, `\\boxed{18}`,
+`**Answer:** $18`, `The answer is 18.`; see `answers.py`), else its last number, compared with math-verify.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from math_verify import parse, verify
-
 from sisearch.registry import register
 from sisearch.search.tree import Verdict
+from sisearch.tasks import answers
+from sisearch.tasks.answers import Statement
 from sisearch.tasks.base import Problem, Task, check_split
+from sisearch.tasks.jsonl import (
+    SHIPPED_DATA,
+    RecordError,
+    check_positive,
+    check_prompt_template,
+    dataset_path,
+    read_problems,
+    text_field,
+)
 
-STRICT = re.compile(r"####\s*(-?[$0-9.,]+)")
-SENTENCE = re.compile(r"[Tt]he answer is\s*:?\s*\$?(-?[0-9.,]+)")
-NUMBER = re.compile(r"-?[$0-9.,]*[0-9]")
-CHECK_TIMEOUT_S = 5
+SHIPPED = SHIPPED_DATA / "gsm8k"
+NUMBER_TEXT = r"[-−]?(?:\\?\$)?[-−]?\d[\d,]*(?:\.\d+)?"
+NUMBER = re.compile(NUMBER_TEXT)
+# A value at the start of a statement, perhaps in math mode or a LaTeX text/bold wrapper: `$18`, `\$18.00`.
+STATED_NUMBER = re.compile(
+    rf"^(?:\s|\$|\\\(|\\\[|\\(?:text|textbf|mathbf|mathrm)\s*\{{)*({NUMBER_TEXT})"
+)
+GOLD_NUMBER = re.compile(rf"\s*({NUMBER_TEXT})\s*")
+EXPECTED = 'a JSON object {"question": str, "answer": "... #### <number>"}'
 
 
 @dataclass
 class GSM8KConfig:
     name: str = "gsm8k"
-    train_path: str = "../shared/data/gsm8k/train.jsonl"
-    test_path: str = "../shared/data/gsm8k/test.jsonl"
+    train_path: str | None = None  # null: the GSM8K shipped with sisearch
+    test_path: str | None = None
     train_limit: int | None = None
     test_limit: int | None = 200
     prompt_template: str = "Question: {question}\nAnswer: Let's think step by step.\n"
     max_new_tokens: int = 384
     max_steps: int = 12
 
+    def __post_init__(self) -> None:
+        check_positive(self.name, nullable=True, train_limit=self.train_limit, test_limit=self.test_limit)
+        check_positive(self.name, nullable=False, max_new_tokens=self.max_new_tokens, max_steps=self.max_steps)
+        check_prompt_template(self.name, self.prompt_template)
+
 
 def clean_number(text: str) -> str:
-    return text.replace(",", "").replace("$", "").rstrip(".")
+    """`$1,234.50` -> `1234.5`: no currency, separators or trailing zeros, so the text reads as a number."""
+    number = text.replace(",", "").replace("\\$", "").replace("$", "").replace("−", "-").rstrip(".")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return "0" if number in ("-0", "") else number
 
 
 def gold_answer(solution: str) -> str:
     if "####" not in solution:
-        raise ValueError("the reference solution has no '#### <answer>' line")
-    return clean_number(solution.rsplit("####", 1)[1].strip())
+        raise RecordError("no '#### <answer>' line")
+    stated = solution.rsplit("####", 1)[1]
+    match = GOLD_NUMBER.fullmatch(stated)
+    if match is None:
+        raise RecordError(f"the answer after '####' is not a number: {stated.strip()!r}")
+    return clean_number(match.group(1))
+
+
+def stated_number(statement: Statement) -> str | None:
+    """The number a final-answer statement gives, if it gives one."""
+    match = STATED_NUMBER.match(answers.unwrap(statement.text))
+    if match is None:  # `$\boxed{18}$`: a box inside math mode
+        match = STATED_NUMBER.match(answers.unwrap(re.sub(r"^\s*(?:\$\$?|\\\(|\\\[)", "", statement.text)))
+    return clean_number(match.group(1)) if match else None
 
 
 def extract_answer(text: str) -> str | None:
-    for pattern in (STRICT, SENTENCE):
-        match = pattern.search(text)
-        if match:
-            return clean_number(match.group(1))
+    """The number in the first final-answer statement, else the last number in `text`, else None."""
+    stated = answers.first_stated(text, stated_number)
+    if stated is not None:
+        return stated
     numbers = NUMBER.findall(text)
     return clean_number(numbers[-1]) if numbers else None
 
 
-def answers_match(predicted: str, gold: str) -> bool:
-    try:
-        return bool(
-            verify(
-                parse(gold, parsing_timeout=CHECK_TIMEOUT_S),
-                parse(predicted, parsing_timeout=CHECK_TIMEOUT_S),
-                timeout_seconds=CHECK_TIMEOUT_S,
-            )
-        )
-    except Exception:  # math-verify raises on timeouts and unparsable text; either way: not a match
-        return predicted == gold
-
-
-def read_problems(path: Path, split: str, limit: int | None) -> list[Problem]:
-    if not path.is_file():
-        raise FileNotFoundError(f"task 'gsm8k': {split} file not found: {path}")
-    problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                question, solution = record["question"], record["answer"]
-                answer = gold_answer(solution)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
-                raise ValueError(
-                    f"task 'gsm8k': {path} line {line_number} is malformed ({detail}); each line must be a "
-                    'JSON object {"question": str, "answer": "... #### <number>"}'
-                ) from None
-            problems.append(Problem(f"{split}-{len(problems)}", question, answer, "all", solution))
-            if limit is not None and len(problems) >= limit:
-                break
-    if not problems:
-        raise ValueError(f"task 'gsm8k': {path} holds no problems")
-    return problems
+def make_problem(record: dict, problem_id: str) -> Problem:
+    question, solution = text_field(record, "question"), text_field(record, "answer")
+    return Problem(problem_id, question, gold_answer(solution), "all", solution)
 
 
 @register("task", "gsm8k", schema=GSM8KConfig)
@@ -99,21 +101,22 @@ class GSM8KTask(Task):
     step_delimiter = "\n"
 
     def __init__(self, cfg: GSM8KConfig):
-        for key in ("train_limit", "test_limit"):
-            limit = getattr(cfg, key)
-            if limit is not None and limit < 1:
-                raise ValueError(f"task 'gsm8k': {key} must be at least 1 or null (no limit), got {limit}")
         self.cfg = cfg
         self.max_new_tokens = cfg.max_new_tokens
         self.max_steps = cfg.max_steps
         self._cache: dict[str, list[Problem]] = {}
 
-    def problems(self, split: str) -> list[Problem]:
+    def path(self, split: str) -> Path:
         check_split(split)
+        configured = self.cfg.train_path if split == "train" else self.cfg.test_path
+        return dataset_path(configured, SHIPPED / f"{split}.jsonl")
+
+    def problems(self, split: str) -> list[Problem]:
         if split not in self._cache:
-            path = self.cfg.train_path if split == "train" else self.cfg.test_path
             limit = self.cfg.train_limit if split == "train" else self.cfg.test_limit
-            self._cache[split] = read_problems(Path(path), split, limit)
+            self._cache[split] = read_problems(
+                self.path(split), task="gsm8k", split=split, limit=limit, expected=EXPECTED, make=make_problem
+            )
         return self._cache[split]
 
     def prompt(self, problem: Problem) -> str:
@@ -123,7 +126,7 @@ class GSM8KTask(Task):
         answer = extract_answer(solution)
         if answer is None:
             return Verdict(correct=False, answer=None, parsed=False)
-        return Verdict(correct=answers_match(answer, problem.answer), answer=answer, parsed=True)
+        return Verdict(correct=answers.equivalent(answer, problem.answer), answer=answer, parsed=True)
 
     def is_terminal(self, solution: str) -> bool:
-        return STRICT.search(solution) is not None or SENTENCE.search(solution) is not None
+        return answers.first_stated(solution, stated_number) is not None
