@@ -53,6 +53,11 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
     missing = [kind for kind in registry.KINDS if kind not in typed]
     if missing:
         raise registry.ConfigError(f"the config has no {', '.join(missing)}; every run needs all of {registry.KINDS}")
+    # A component may check what it needs beyond its config (an optional package such as vLLM) before any work.
+    for kind, typed_cfg in typed.items():
+        check_requirements = getattr(registry.lookup(kind, typed_cfg.name).cls, "check_requirements", None)
+        if check_requirements is not None:
+            check_requirements(typed_cfg)
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
