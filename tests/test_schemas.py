@@ -33,7 +33,7 @@ def differences(yaml: DictConfig, schema: DictConfig, prefix: str = "") -> list[
         if key == "defaults" or OmegaConf.is_interpolation(yaml, key):
             continue
         where = f"{prefix}{key}"
-        if key not in schema:
+        if key not in schema.keys():  # (`in` is False for a mandatory "???" value)
             found.append(f"{where}: not in the schema")
             continue
         value = MISSING if OmegaConf.is_missing(yaml, key) else yaml[key]
