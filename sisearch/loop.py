@@ -114,6 +114,7 @@ def build_components(
     # On-policy objectives (score) sample and check answers while training.
     optimizer = registry.build("optimizer", typed["optimizer"], **({"task": task} if optimizer_cls.needs_task else {}))
     policy = restore_policy(model, run_dir, rows, loop_cfg.progress)
+    task.use_tokenizer(policy.tokenizer)  # chat-template prompts when the task's prompt.format asks for them
     engine = registry.build("engine", typed["engine"], policy=policy)
     rewarder = registry.build("rewarder", typed["rewarder"], task=task, engine=engine)
     return Components(task, model, searcher, builder, optimizer, policy, engine, rewarder)

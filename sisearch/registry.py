@@ -151,8 +151,9 @@ def to_typed(schema: type, cfg: Any, what: str) -> Any:
         raise ConfigError(f"{what}: {_first_line(err)}") from None
     except ConfigError:
         raise
-    except ValueError as err:  # a schema's own check (its __post_init__); the component is named here, once
-        raise ConfigError(f"{what}: {err}") from None
+    except ValueError as err:  # a schema's own check (its __post_init__); the component is named once
+        message = str(err)
+        raise ConfigError(message if message.startswith(what) else f"{what}: {message}") from None
 
 
 def build(kind: str, cfg: Mapping[str, Any] | DictConfig | Any, **deps: Any) -> Any:

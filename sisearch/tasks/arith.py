@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from sisearch.registry import register
 from sisearch.search.tree import Verdict
 from sisearch.tasks.base import Problem, Task, check_split
+from sisearch.tasks.prompts import PromptConfig
 
 OPS = ("+", "-")
 ANSWER_PREFIX = "A:"
@@ -34,6 +35,7 @@ HELD_OUT_BUCKETS = 10  # one question in ten (by hash) is reserved for the test 
 @dataclass
 class ArithConfig:
     name: str = "arith"
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # chat or plain, system prompt, few-shot
     modulus: int = 10
     train_ops: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
     test_ops: list[int] = field(default_factory=lambda: [2, 4, 6])
@@ -175,6 +177,7 @@ class ArithTask(Task):
     step_delimiter = "\n"
 
     def __init__(self, cfg: ArithConfig):
+        self.prompt_cfg = cfg.prompt
         if cfg.modulus < 2:
             raise ValueError(f"task 'arith': modulus must be at least 2, got {cfg.modulus}")
         for key in ("train_ops", "test_ops"):
@@ -238,8 +241,8 @@ class ArithTask(Task):
     def chain(self, problem: Problem) -> Chain:
         return parse_question(problem.question, self.cfg.modulus)
 
-    def prompt(self, problem: Problem) -> str:
-        return problem.question + "\n"
+    def plain_prompt(self, question: str) -> str:
+        return question + "\n"
 
     def check(self, problem: Problem, solution: str) -> Verdict:
         answer = extract_answer(solution)

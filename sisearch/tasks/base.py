@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sisearch.search.tree import Verdict
+from sisearch.tasks.prompts import Messages, PromptConfig, chat_messages, chat_renderer, plain_prompt
 
 SPLITS = ("train", "test")
 
@@ -31,11 +32,30 @@ class Task(ABC):
     # Probability that a uniformly guessed answer is right, reported beside accuracy (None: unknown).
     chance_rate: float | None = None
 
+    # Prompt settings: a task sets this to its config's `prompt` section.
+    prompt_cfg: PromptConfig = PromptConfig()
+    _render_chat: Callable[[Messages], str] | None = None
+
     @abstractmethod
     def problems(self, split: str) -> list[Problem]: ...
 
     @abstractmethod
-    def prompt(self, problem: Problem) -> str: ...
+    def plain_prompt(self, question: str) -> str:
+        """The prompt for a policy without a chat template: the question in the task's own format."""
+
+    def messages(self, problem: Problem) -> Messages:
+        """The conversation a chat policy answers: system prompt, few-shot examples, the question."""
+        return chat_messages(self.prompt_cfg, problem.question)
+
+    def prompt(self, problem: Problem) -> str:
+        """The text the policy continues; its continuation is the solution."""
+        if self._render_chat is not None:
+            return self._render_chat(self.messages(problem))
+        return plain_prompt(self.prompt_cfg, problem.question, self.plain_prompt)
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """Render prompts with the policy's chat template when `prompt.format` (auto or chat) asks for it."""
+        self._render_chat = chat_renderer(self.prompt_cfg, tokenizer, getattr(getattr(self, "cfg", None), "name", "task"))
 
     @abstractmethod
     def check(self, problem: Problem, solution: str) -> Verdict:

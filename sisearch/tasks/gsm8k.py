@@ -10,7 +10,7 @@ A model's answer is the number in its first final-answer statement (`#### 18`, `
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sisearch.registry import register
@@ -27,6 +27,7 @@ from sisearch.tasks.jsonl import (
     read_problems,
     text_field,
 )
+from sisearch.tasks.prompts import PromptConfig
 
 SHIPPED = SHIPPED_DATA / "gsm8k"
 NUMBER_TEXT = r"[-−]?(?:\\?\$)?[-−]?\d[\d,]*(?:\.\d+)?"
@@ -39,9 +40,14 @@ GOLD_NUMBER = re.compile(rf"\s*({NUMBER_TEXT})\s*")
 EXPECTED = 'a JSON object {"question": str, "answer": "... #### <number>"}'
 
 
+CHAT_USER_TEMPLATE = "{question}\nSolve it step by step, one step per line, and end with a line '#### <answer>'."
+
+
 @dataclass
 class GSM8KConfig:
     name: str = "gsm8k"
+    # chat or plain, system prompt, few-shot; the chat user message asks for the answer format the checker reads
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(user_template=CHAT_USER_TEMPLATE))
     train_path: str | None = None  # null: the GSM8K shipped with sisearch
     test_path: str | None = None
     train_limit: int | None = None
@@ -101,6 +107,7 @@ class GSM8KTask(Task):
     step_delimiter = "\n"
 
     def __init__(self, cfg: GSM8KConfig):
+        self.prompt_cfg = cfg.prompt
         self.cfg = cfg
         self.max_new_tokens = cfg.max_new_tokens
         self.max_steps = cfg.max_steps
@@ -119,8 +126,8 @@ class GSM8KTask(Task):
             )
         return self._cache[split]
 
-    def prompt(self, problem: Problem) -> str:
-        return self.cfg.prompt_template.format(question=problem.question)
+    def plain_prompt(self, question: str) -> str:
+        return self.cfg.prompt_template.format(question=question)
 
     def check(self, problem: Problem, solution: str) -> Verdict:
         answer = extract_answer(solution)

@@ -17,7 +17,7 @@ a bare number somewhere in a derivation is too often not the answer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from sisearch.tasks.jsonl import (
     read_problems,
     text_field,
 )
+from sisearch.tasks.prompts import PromptConfig
 
 SHIPPED_SAMPLE = SHIPPED_DATA / "math" / "sample.jsonl"
 GROUP_BY = ("level", "type", "none")
@@ -48,9 +49,14 @@ CURRENCY = re.compile(r"^\\?\$(?=\s*\d)")
 SENTENCE_END = re.compile(r"\.(?:\s|$)|\s+I hope\b")
 
 
+CHAT_USER_TEMPLATE = "{question}\nSolve it step by step and put the final answer in \\boxed{{}}."
+
+
 @dataclass
 class MathConfig:
     name: str = "math"
+    # chat or plain, system prompt, few-shot; the chat user message asks for the answer format the checker reads
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(user_template=CHAT_USER_TEMPLATE))
     train_path: str | None = None  # null: the small hand-written sample shipped with sisearch
     test_path: str | None = None
     problem_field: str = "problem"
@@ -136,6 +142,7 @@ class MathTask(Task):
     step_delimiter = "\n"
 
     def __init__(self, cfg: MathConfig):
+        self.prompt_cfg = cfg.prompt
         self.cfg = cfg
         self.max_new_tokens = cfg.max_new_tokens
         self.max_steps = cfg.max_steps
@@ -174,8 +181,8 @@ class MathTask(Task):
             )
         return self._cache[split]
 
-    def prompt(self, problem: Problem) -> str:
-        return self.cfg.prompt_template.format(question=problem.question)
+    def plain_prompt(self, question: str) -> str:
+        return self.cfg.prompt_template.format(question=question)
 
     def check(self, problem: Problem, solution: str) -> Verdict:
         answer = extract_answer(solution)
