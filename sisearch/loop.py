@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from sisearch import registry
 from sisearch.data.records import write_records
 from sisearch.evaluate import EvalConfig, evaluate
-from sisearch.models.policy import Policy, load_policy
+from sisearch.models.policy import Policy, load_policy, policy_options
 from sisearch.optim.base import NonFiniteLossError
 from sisearch.optim.common import TrainerConfig
 from sisearch.reporting import LOGGERS, WANDB_MODES, RunLogger, print_summary
@@ -154,11 +154,11 @@ def write_jsonl(path: Path, lines: list[str]) -> None:
 
 def load_checkpoint(model_component: Any, directory: Path) -> Policy:
     """The policy saved at the end of an iteration (adapters on the base model under LoRA)."""
-    cfg = model_component.cfg
-    device, dtype = cfg.device, getattr(cfg, "dtype", "float32")
+    options = policy_options(model_component.cfg)
     if (directory / "adapter_config.json").is_file():
-        return load_policy(model_component.base_path, device, dtype, cfg.trust_remote_code, adapter_path=directory)
-    return load_policy(directory, device, dtype, cfg.trust_remote_code)
+        # The base is the component's own directory (for a GGUF model, the converted one in the cache).
+        return load_policy(model_component.base_path, adapter_path=directory, **options)
+    return load_policy(directory, **options)
 
 
 def same_run(saved_yaml: str, new_yaml: str) -> bool:
