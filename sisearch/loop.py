@@ -24,7 +24,7 @@ from sisearch import registry
 from sisearch.data.records import write_records
 from sisearch.evaluate import evaluate
 from sisearch.files import write_jsonl
-from sisearch.models.policy import Policy, load_policy
+from sisearch.models.policy import Policy, load_policy, policy_options
 from sisearch.optim.base import NonFiniteLossError
 from sisearch.optim.common import TrainerConfig
 from sisearch.reporting import RunLogger, print_summary
@@ -140,11 +140,11 @@ def restore_policy(model: Any, run_dir: Path, rows: list[dict[str, Any]], progre
 
 def load_checkpoint(model_component: Any, directory: Path) -> Policy:
     """The policy saved at the end of an iteration (adapters on the base model under LoRA)."""
-    cfg = model_component.cfg
-    device, dtype = cfg.device, getattr(cfg, "dtype", "float32")
+    options = policy_options(model_component.cfg)
     if (directory / "adapter_config.json").is_file():
-        return load_policy(model_component.base_path, device, dtype, cfg.trust_remote_code, adapter_path=directory)
-    return load_policy(directory, device, dtype, cfg.trust_remote_code)
+        # The base is the component's own directory (for a GGUF model, the converted one in the cache).
+        return load_policy(model_component.base_path, adapter_path=directory, **options)
+    return load_policy(directory, **options)
 
 
 class Loop:

@@ -1,36 +1,57 @@
-"""`hf`: any local Hugging Face causal LM directory (nothing is downloaded)."""
+"""`hf`: any local Hugging Face causal LM directory, or a local GGUF file converted to one (nothing is downloaded)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from sisearch.models.policy import LoraConfig, Policy, load_policy
-from sisearch.registry import register
+from sisearch.models.gguf import ensure_converted, prepare_gguf
+from sisearch.models.policy import LoraConfig, Policy, check_dtype, load_policy, policy_options
+from sisearch.registry import ConfigError, register
+
+GGUF_INSTALL = "pip install gguf"
 
 
 @dataclass
 class HFModelConfig:
     name: str = "hf"
-    path: str = "???"
+    path: str | None = None  # a model directory; with gguf_file, the directory a relative gguf_file is in
+    gguf_file: str | None = None  # a GGUF file, converted once to a directory in cache_dir
+    cache_dir: str = "~/.cache/sisearch"
     device: str = "auto"
     dtype: str = "float32"
     trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # eager, sdpa, flash_attention_2, ...; null: transformers' choice
     lora: LoraConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None and self.gguf_file is None:
+            raise ConfigError(
+                "model 'hf': 'path' has no value and must be set (a model directory), or set gguf_file (a GGUF file)"
+            )
+        check_dtype(self.dtype, "model 'hf'")
+
+    @property
+    def gguf_path(self) -> Path | None:
+        if self.gguf_file is None:
+            return None
+        # As in transformers' from_pretrained(path, gguf_file=name): a relative name is inside `path`.
+        return Path(self.path or ".").expanduser() / Path(self.gguf_file).expanduser()
 
 
 @register("model", "hf", schema=HFModelConfig)
 class HFModel:
     def __init__(self, cfg: HFModelConfig):
         self.cfg = cfg
+        if cfg.gguf_path is not None:
+            prepare_gguf(cfg.gguf_path, cfg.cache_dir, "model 'hf' with gguf_file", GGUF_INSTALL)
 
     def load(self, progress_bar: bool = True) -> Policy:
-        return load_policy(
-            self.cfg.path, self.cfg.device, self.cfg.dtype, self.cfg.trust_remote_code, lora=self.cfg.lora
-        )
+        return load_policy(self.base_path, lora=self.cfg.lora, **policy_options(self.cfg))
 
     @property
     def base_path(self) -> Path:
+        if self.cfg.gguf_path is not None:
+            return ensure_converted(self.cfg.gguf_path, self.cfg.cache_dir)
         return Path(self.cfg.path)
-
-
