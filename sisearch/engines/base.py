@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Sequence, Union
 
 FINISH_REASONS = ("stop", "eos", "length")
+
+Prompt = Union[str, Sequence[int]]  # text, or token ids taken as they are
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Engine(ABC):
     @abstractmethod
     def generate(
         self,
-        prompts: list[str],
+        prompts: Sequence[Prompt],
         n: int = 1,
         max_new_tokens: int = 64,
         temperature: float = 1.0,
@@ -54,8 +57,15 @@ class Engine(ABC):
     ) -> list[list[Sample]]:
         """`n` continuations of each prompt, stopping at EOS, after a stop string, or at the token budget.
 
+        A prompt is text (tokenized by `encode`) or token ids, taken as they are: searchers continue a
+        partial solution from the ids that were sampled, so that what is trained on is what was generated.
         The n samples of a prompt share one prefill. A continuation keeps the stop string it ended with.
         """
+
+    def encode(self, prompt: str) -> list[int] | None:
+        """The token ids `generate` reads for a text prompt; None for an engine that takes text only
+        (searchers then continue from text)."""
+        return None
 
     @abstractmethod
     def logprobs(self, contexts: list[str], continuations: list[str]) -> list[list[float]]:

@@ -80,6 +80,9 @@ class HFEngine(Engine):
         return self._token_text
 
     # -- generation --------------------------------------------------------------------------------
+    def encode(self, prompt: str) -> list[int]:
+        return encode_prompt(self.policy.tokenizer, prompt)
+
     def generate(self, prompts, n=1, max_new_tokens=64, temperature=1.0, stop=None) -> list[list[Sample]]:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
@@ -95,7 +98,7 @@ class HFEngine(Engine):
     def _generate_chunk(self, prompts, n, max_new_tokens, temperature, stop) -> list[list[Sample]]:
         model, tokenizer, device = self.policy.model, self.policy.tokenizer, self.policy.device
         eos = tokenizer.eos_token_id
-        prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+        prompt_ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         input_ids, mask, positions = left_pad(prompt_ids, tokenizer.pad_token_id, device)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1]

@@ -246,6 +246,9 @@ class VLLMEngine(Engine):
         return {"use_tqdm": False, "lora_request": self.lora_request}
 
     # -- generation --------------------------------------------------------------------------------
+    def encode(self, prompt: str) -> list[int]:
+        return encode_prompt(self.policy.tokenizer, prompt)
+
     def generate(self, prompts, n=1, max_new_tokens=64, temperature=1.0, stop=None) -> list[list[Sample]]:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
@@ -254,7 +257,7 @@ class VLLMEngine(Engine):
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         tokenizer = self.policy.tokenizer
-        prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+        prompt_ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         if not prompts or max_new_tokens == 0:
             return [[Sample("", [], [], "length", len(ids)) for _ in range(n)] for ids in prompt_ids]
         self.wake()
