@@ -10,11 +10,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sisearch.engines.base import Engine, Sample
+from sisearch.engines.base import Engine
 from sisearch.progress import Bar, progress_task
 from sisearch.search.base import Searcher
-from sisearch.search.requests import Expand, Rollout, RolloutResult, Score
-from sisearch.search.tree import Cost, Node, Tree
+from sisearch.search.requests import Expand, Rollout, Score
+from sisearch.search.tree import Cost, Tree
+from sisearch.search.world import make_child, rollout_result
 from sisearch.tasks.base import Problem, Task
 
 
@@ -25,30 +26,6 @@ class SearchContext:
     rewarder: Any  # sisearch.rewards.base.Rewarder (kept loose to avoid an import cycle)
     step_max_new_tokens: int = 32
     progress: bool = True
-
-
-def make_child(parent: Node, sample: Sample, task: Task, problem: Problem, whole: bool, segment: bool = False) -> Node:
-    state = parent.state + sample.text
-    depth = parent.depth + 1
-    truncated = sample.finish_reason == "length"
-    if segment:  # an open segment of a longer solution: only EOS finishes it
-        terminal = sample.finish_reason == "eos"
-        truncated = False
-    else:
-        terminal = (
-            sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
-        )
-    child = Node(
-        step=sample.text,
-        state=state,
-        prior_logprob=sample.logprob,
-        num_tokens=sample.num_tokens,
-        terminal=terminal,
-        verdict=task.check(problem, state) if terminal else None,
-    )
-    if truncated:
-        child.metadata["truncated"] = True
-    return parent.add_child(child)
 
 
 class Scheduler:
@@ -138,12 +115,9 @@ class Scheduler:
             tree.cost.add(cost)
             node = pending[i].node
             if kind == "expand":
-                answers[i] = [make_child(node, s, task, problems[i], whole, key[5]) for s in samples]
+                answers[i] = [make_child(node, s, task, problems[i], whole=whole, segment=key[5]) for s in samples]
             else:
-                answers[i] = [
-                    RolloutResult(s.text, task.check(problems[i], node.state + s.text), s.num_tokens, s.logprob)
-                    for s in samples
-                ]
+                answers[i] = [rollout_result(node, s, task, problems[i]) for s in samples]
 
     def _score(self, members, pending, problems, trees, answers) -> None:
         from sisearch.rewards.base import ScoreItem
