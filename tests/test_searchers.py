@@ -17,7 +17,9 @@ from sisearch.search.beam import FINISHED, PRUNED, Beam, BeamConfig
 from sisearch.search.best_first import LOOKAHEAD, ROLLOUTS, BestFirst, BestFirstConfig
 from sisearch.search.iterative_deepening import REFLECTIONS, TRIGGER, IterativeDeepening, IterativeDeepeningConfig
 from sisearch.search.mcts import MCTS, MCTSConfig
+from sisearch.search.requests import Expand, Rollout, Score
 from sisearch.search.scheduler import SearchContext, run_search
+from sisearch.search.tree import Node
 from sisearch.tasks.arith import ArithConfig, ArithTask
 from sisearch.tasks.base import Problem
 
@@ -103,6 +105,16 @@ def search(searcher, script, table):
 def find(tree, state):
     (node,) = [n for n in tree.root.walk() if n.state == state]
     return node
+
+
+def test_batch_keys_group_requests_with_equal_settings():
+    a, b = Node(), Node(state="x\n")
+    assert Expand(a, n=2).batch_key() == Expand(b, n=2).batch_key()
+    assert Expand(a, n=2).batch_key() != Expand(a, n=2, temperature=0.5).batch_key()
+    assert Expand(a, n=2, whole=True, max_new_tokens=8).batch_key() != Expand(a, n=2, whole=True).batch_key()
+    # a whole expansion attaches its samples, a rollout does not: never one engine call
+    assert Expand(a, n=2, whole=True).batch_key() != Rollout(a, n=2).batch_key()
+    assert Score([a]).batch_key() == Score([b, a]).batch_key()
 
 
 def test_beam_prunes_pooled_children_and_finished_beams_leave():
