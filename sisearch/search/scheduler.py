@@ -13,6 +13,7 @@ from typing import Any
 
 from sisearch.engines.base import Engine
 from sisearch.progress import Bar, progress_task
+from sisearch.rewards.base import Rewarder, ScoreItem
 from sisearch.search.base import SearchGenerator, Searcher
 from sisearch.search.requests import BatchKey, Expand, GenerationKey, Request, Rollout, Score, ScoreKey
 from sisearch.search.tree import Cost, Tree
@@ -24,8 +25,8 @@ from sisearch.tasks.base import Problem, Task
 class SearchContext:
     task: Task
     engine: Engine
-    rewarder: Any  # sisearch.rewards.base.Rewarder (kept loose to avoid an import cycle)
-    step_max_new_tokens: int = 32
+    rewarder: Rewarder
+    step_max_new_tokens: int = 32  # token budget of one step (an Expand that is not whole)
     progress: bool = True
 
 
@@ -134,8 +135,6 @@ class Scheduler:
         return answers
 
     def _score(self, run: SearchRun, slots: list[Slot], requests: dict[Slot, Any]) -> dict:
-        from sisearch.rewards.base import ScoreItem
-
         items, owners = [], []
         for slot in slots:
             for node in requests[slot].nodes:
