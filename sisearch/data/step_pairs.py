@@ -29,8 +29,12 @@ from sisearch.tasks.base import Problem
 REJECT_RULES = ("worst", "random")
 
 
-def make_pair(tree: Tree, parent: Node, chosen: Branch, rejected: Branch, trim: bool, source: str,
-              chosen_value: float, rejected_value: float) -> PreferencePair:
+def make_pair(
+    tree: Tree, parent: Node, chosen: Branch, rejected: Branch, *, trim: bool, source: str,
+    chosen_value: float, rejected_value: float,
+) -> PreferencePair:
+    """`chosen` over `rejected`, two children of `parent`, with their values; `trim` moves their shared
+    prefix into the prompt."""
     prompt = tree.prompt + parent.state
     chosen_text, rejected_text = chosen.text, rejected.text
     if trim:
@@ -107,8 +111,10 @@ class StepPairs(Builder):
             rejected = min(worse, key=lambda b: (b.node.q, b.node.visits))
         else:
             rejected = rng.choice(worse)
-        return make_pair(tree, parent, best, rejected, self.cfg.trim_common_prefix, "step_pairs",
-                         best.node.q, rejected.node.q)
+        return make_pair(
+            tree, parent, best, rejected, trim=self.cfg.trim_common_prefix, source="step_pairs",
+            chosen_value=best.node.q, rejected_value=rejected.node.q,
+        )
 
 
 @dataclass
@@ -158,8 +164,12 @@ class AdvantagePairs(Builder):
             if not (hi.node.q > t > lo.node.q) or hi.text == lo.text:
                 return []
             scale = self.cfg.solution_scale
-            return [make_pair(tree, parent, hi, lo, self.cfg.trim_common_prefix, "advantage_pairs",
-                              scale * hi.node.q, scale * lo.node.q)]
+            return [
+                make_pair(
+                    tree, parent, hi, lo, trim=self.cfg.trim_common_prefix, source="advantage_pairs",
+                    chosen_value=scale * hi.node.q, rejected_value=scale * lo.node.q,
+                )
+            ]
         candidates = [
             (w, l) for w, l in itertools.product(branches, branches)
             if w.node.q > t > l.node.q and w.text != l.text
@@ -170,6 +180,9 @@ class AdvantagePairs(Builder):
             candidates.sort(key=lambda p: p[0].node.q - p[1].node.q, reverse=True)
             candidates = candidates[: self.cfg.max_pairs_per_node]
         return [
-            make_pair(tree, parent, w, l, self.cfg.trim_common_prefix, "advantage_pairs", w.node.q, l.node.q)
+            make_pair(
+                tree, parent, w, l, trim=self.cfg.trim_common_prefix, source="advantage_pairs",
+                chosen_value=w.node.q, rejected_value=l.node.q,
+            )
             for w, l in candidates
         ]

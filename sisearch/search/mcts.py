@@ -103,7 +103,8 @@ class MCTS(Searcher):
         if node is root and noise is not None and len(noise) == len(node.children):
             own = [puct.step_prior(c.prior_logprob, c.num_tokens, self.cfg.length_penalty) for c in node.children]
             priors = puct.mix_priors(own, noise, self.cfg.dirichlet_fraction)
-        return node.children[puct.select_child(node, self.cfg.c_puct, self.cfg.length_penalty, priors)]
+        index = puct.select_child(node, c_puct=self.cfg.c_puct, length_penalty=self.cfg.length_penalty, priors=priors)
+        return node.children[index]
 
     def _iterate(self, root: Node, tree: Tree, noise: list[float] | None) -> SearchGenerator:
         path, node = [root], root
@@ -133,8 +134,9 @@ class MCTS(Searcher):
         scores = yield Score(new)
         for child, score in zip(new, scores):
             value = puct.node_value(
-                score, child.terminal, node.value, node.depth, cfg.outcome_weight, cfg.step_weight,
-                cfg.damp_after, cfg.inherit_on_zero,
+                score, terminal=child.terminal, parent_value=node.value, parent_depth=node.depth,
+                outcome_weight=cfg.outcome_weight, step_weight=cfg.step_weight, damp_after=cfg.damp_after,
+                inherit_on_zero=cfg.inherit_on_zero,
             )
             puct.init_child_stats(child, value)
             child.metadata["score"] = score
