@@ -10,6 +10,7 @@ import torch
 from conftest import compose
 
 from sisearch.engines.base import Engine, EngineStats, Sample
+from sisearch import registry
 from sisearch.loop import run
 from sisearch.rewards.base import Rewarder
 from sisearch.search import puct
@@ -232,6 +233,28 @@ def test_mcts_commits_move_by_move():
     assert [c.state for c in first.children] == ["1+1=2\nA:2"]
     assert first.children[0].metadata["committed"] and tree.metadata["committed_depth"] == 2
     assert tree.answer == "2"
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ({"name": "mcts", "simulations": 0}, "simulations must be at least 1, got 0"),
+        ({"name": "mcts", "depth_limit": 0}, "depth_limit must be at least 1 or null, got 0"),
+        ({"name": "mcts", "force_after": -1}, "force_after must be at least 0 or null, got -1"),
+        ({"name": "mcts", "dirichlet_fraction": 1.5}, "dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0"),
+        ({"name": "mcts", "commit_temperature": -1}, "commit_temperature must be at least 0, got -1.0"),
+        ({"name": "beam", "expansions": 0}, "expansions must be at least 1, got 0"),
+        ({"name": "best_first", "rollouts": 0}, "rollouts must be at least 1, got 0"),
+        ({"name": "iterative_deepening", "trigger": ""}, "trigger must not be empty"),
+        ({"name": "iterative_deepening", "growth": 0.5}, "segment_budgets: need first >= 1, growth >= 1"),
+        ({"name": "best_of_n", "n": 0}, "n must be at least 1, got 0"),
+        ({"name": "greedy", "answer_rule": "best"}, "unknown answer rule 'best'; allowed: highest_value, majority, weighted_vote"),
+    ],
+)
+def test_searcher_schemas_refuse_bad_values_before_anything_is_built(cfg, message):
+    with pytest.raises(registry.ConfigError) as err:
+        registry.validate("searcher", cfg)
+    assert str(err.value).startswith(f"searcher '{cfg['name']}': {message}")  # the component named once
 
 
 SMALL_SIZES = {
