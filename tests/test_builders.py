@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sisearch import registry
 from sisearch.data.correction_traces import CorrectionTrace, CorrectionTraces, CorrectionTracesConfig
 from sisearch.data.ranked_lists import RankedList, RankedLists, RankedListsConfig, spread, split_text
 from sisearch.data.records import PreferencePair, read_records, write_records
@@ -112,10 +113,10 @@ def test_step_pairs_random_rejection_draws_only_worse_distinct_siblings():
 def test_step_pairs_cap_and_bad_config():
     tree, _ = searched_tree()
     assert len(StepPairs(StepPairsConfig(nodes="all", max_pairs_per_tree=2)).build([tree], {}, 0)) == 2
-    with pytest.raises(ValueError, match="worst, random"):
-        StepPairs(StepPairsConfig(rejected="best"))
+    with pytest.raises(ValueError, match="worst, random"):  # the schema refuses it
+        StepPairsConfig(rejected="best")
     with pytest.raises(ValueError, match="chosen_path, all"):
-        StepPairs(StepPairsConfig(nodes="leaves"))
+        StepPairsConfig(nodes="leaves")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,3 +260,29 @@ def test_step_pairs_follow_a_committed_trajectory():
     assert [(p.chosen, p.rejected, p.metadata["depth"]) for p in pairs] == [("3\n", "4\n", 0), ("7\n", "8\n", 1)]
     # the committed trajectory did not finish, so the filter falls back to the chosen solution (correct)
     assert len(StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0)) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# every builder's schema
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ({"name": "step_pairs", "rejected": "best"}, "unknown rejected rule 'best'; allowed: worst, random"),
+        ({"name": "step_pairs", "min_q_gap": -0.1}, "min_q_gap must be at least 0, got -0.1"),
+        ({"name": "advantage_pairs", "max_pairs_per_node": 0}, "max_pairs_per_node must be at least 1, got 0"),
+        ({"name": "advantage_pairs", "solution_scale": 0}, "solution_scale must be > 0, got 0.0"),
+        ({"name": "advantage_pairs", "nodes": "leaves"}, "unknown node set 'leaves'; allowed: chosen_path, all"),
+        ({"name": "ranked_lists", "score": "v"}, "unknown score 'v'; allowed: q, outcome"),
+        ({"name": "ranked_lists", "min_size": 6}, "need 2 <= min_size <= max_size, got 6, 5"),
+        ({"name": "ranked_lists", "step_delimiter": ""}, "step_delimiter must not be empty"),
+        ({"name": "correction_traces", "traces_per_problem": 0}, "traces_per_problem must be at least 1, got 0"),
+        ({"name": "correction_traces", "correction_prompt": ""}, "correction_prompt must not be empty"),
+    ],
+)
+def test_builder_schemas_refuse_bad_values_before_anything_is_built(cfg, message):
+    with pytest.raises(registry.ConfigError) as err:
+        registry.validate("builder", cfg)
+    assert str(err.value) == f"builder '{cfg['name']}': {message}"  # the component named once

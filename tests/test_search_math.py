@@ -29,14 +29,21 @@ def test_puct_score():
 def test_node_value_combines_outcome_and_damped_step_score():
     kw = dict(outcome_weight=1.0, step_weight=1.0, damp_after=3, inherit_on_zero=True)
     # right answer at parent depth 5: O = +1, C' = 1 / max(5 - 3, 1) = 0.5
-    assert puct.node_value(1.0, True, 0.25, 5, **kw) == pytest.approx(1.5)
-    assert puct.node_value(0.0, True, 0.25, 5, **kw) == pytest.approx(-1.0)  # wrong: O = -1, C' = 0
-    assert puct.node_value(0.0, False, 0.25, 5, **kw) == pytest.approx(0.25)  # no evidence: inherit
-    assert puct.node_value(0.0, False, 0.25, 5, **{**kw, "inherit_on_zero": False}) == 0.0
+    at = dict(parent_value=0.25, parent_depth=5)
+    assert puct.node_value(1.0, terminal=True, **at, **kw) == pytest.approx(1.5)
+    assert puct.node_value(0.0, terminal=True, **at, **kw) == pytest.approx(-1.0)  # wrong: O = -1, C' = 0
+    assert puct.node_value(0.0, terminal=False, **at, **kw) == pytest.approx(0.25)  # no evidence: inherit
+    assert puct.node_value(0.0, terminal=False, **at, **{**kw, "inherit_on_zero": False}) == 0.0
     # unfinished, step weight 0.5, shallow (no damping yet): 0.5 * 0.8
-    assert puct.node_value(0.8, False, 0.0, 2, 1.0, 0.5, 3, True) == pytest.approx(0.4)
+    assert puct.node_value(
+        0.8, terminal=False, parent_value=0.0, parent_depth=2,
+        outcome_weight=1.0, step_weight=0.5, damp_after=3, inherit_on_zero=True,
+    ) == pytest.approx(0.4)
     # outcome weight 2, step weight 0: 2 * (2 * 0.75 - 1)
-    assert puct.node_value(0.75, True, 0.0, 1, 2.0, 0.0, None, True) == pytest.approx(1.0)
+    assert puct.node_value(
+        0.75, terminal=True, parent_value=0.0, parent_depth=1,
+        outcome_weight=2.0, step_weight=0.0, damp_after=None, inherit_on_zero=True,
+    ) == pytest.approx(1.0)
     assert puct.damped_score(0.6, 10, None) == 0.6
     assert puct.damped_score(0.6, 7, 3) == pytest.approx(0.15)
 
@@ -99,9 +106,9 @@ def test_select_child_by_puct_on_hand_tree():
     assert score_b > score_a
     assert puct.select_child(root, c_puct=100.0, length_penalty=1.25) == 1
     # overridden priors (root noise): equal priors at c=100 still favour the less visited b
-    assert puct.select_child(root, 100.0, 1.25, priors=[0.5, 0.5]) == 1
+    assert puct.select_child(root, c_puct=100.0, length_penalty=1.25, priors=[0.5, 0.5]) == 1
     with pytest.raises(ValueError, match="no children"):
-        puct.select_child(c, 1.0, 1.25)
+        puct.select_child(c, c_puct=1.0, length_penalty=1.25)
 
 
 def test_commitment_rule():

@@ -10,6 +10,7 @@ import torch
 from conftest import compose
 
 from sisearch.engines.base import Engine, EngineStats, Sample
+from sisearch import registry
 from sisearch.loop import run
 from sisearch.rewards.base import Rewarder
 from sisearch.search import puct
@@ -17,7 +18,9 @@ from sisearch.search.beam import FINISHED, PRUNED, Beam, BeamConfig
 from sisearch.search.best_first import LOOKAHEAD, ROLLOUTS, BestFirst, BestFirstConfig
 from sisearch.search.iterative_deepening import REFLECTIONS, TRIGGER, IterativeDeepening, IterativeDeepeningConfig
 from sisearch.search.mcts import MCTS, MCTSConfig
+from sisearch.search.requests import Expand, Rollout, Score
 from sisearch.search.scheduler import SearchContext, run_search
+from sisearch.search.tree import Node
 from sisearch.tasks.arith import ArithConfig, ArithTask
 from sisearch.tasks.base import Problem
 
@@ -103,6 +106,16 @@ def search(searcher, script, table):
 def find(tree, state):
     (node,) = [n for n in tree.root.walk() if n.state == state]
     return node
+
+
+def test_batch_keys_group_requests_with_equal_settings():
+    a, b = Node(), Node(state="x\n")
+    assert Expand(a, n=2).batch_key() == Expand(b, n=2).batch_key()
+    assert Expand(a, n=2).batch_key() != Expand(a, n=2, temperature=0.5).batch_key()
+    assert Expand(a, n=2, whole=True, max_new_tokens=8).batch_key() != Expand(a, n=2, whole=True).batch_key()
+    # a whole expansion attaches its samples, a rollout does not: never one engine call
+    assert Expand(a, n=2, whole=True).batch_key() != Rollout(a, n=2).batch_key()
+    assert Score([a]).batch_key() == Score([b, a]).batch_key()
 
 
 def test_beam_prunes_pooled_children_and_finished_beams_leave():
@@ -220,6 +233,28 @@ def test_mcts_commits_move_by_move():
     assert [c.state for c in first.children] == ["1+1=2\nA:2"]
     assert first.children[0].metadata["committed"] and tree.metadata["committed_depth"] == 2
     assert tree.answer == "2"
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        ({"name": "mcts", "simulations": 0}, "simulations must be at least 1, got 0"),
+        ({"name": "mcts", "depth_limit": 0}, "depth_limit must be at least 1 or null, got 0"),
+        ({"name": "mcts", "force_after": -1}, "force_after must be at least 0 or null, got -1"),
+        ({"name": "mcts", "dirichlet_fraction": 1.5}, "dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0"),
+        ({"name": "mcts", "commit_temperature": -1}, "commit_temperature must be at least 0, got -1.0"),
+        ({"name": "beam", "expansions": 0}, "expansions must be at least 1, got 0"),
+        ({"name": "best_first", "rollouts": 0}, "rollouts must be at least 1, got 0"),
+        ({"name": "iterative_deepening", "trigger": ""}, "trigger must not be empty"),
+        ({"name": "iterative_deepening", "growth": 0.5}, "segment_budgets: need first >= 1, growth >= 1"),
+        ({"name": "best_of_n", "n": 0}, "n must be at least 1, got 0"),
+        ({"name": "greedy", "answer_rule": "best"}, "unknown answer rule 'best'; allowed: highest_value, majority, weighted_vote"),
+    ],
+)
+def test_searcher_schemas_refuse_bad_values_before_anything_is_built(cfg, message):
+    with pytest.raises(registry.ConfigError) as err:
+        registry.validate("searcher", cfg)
+    assert str(err.value).startswith(f"searcher '{cfg['name']}': {message}")  # the component named once
 
 
 SMALL_SIZES = {

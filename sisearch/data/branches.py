@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sisearch.search.checks import require_choice
 from sisearch.search.tree import Node, Tree
 
 NODE_SETS = ("chosen_path", "all")
@@ -34,8 +35,7 @@ def branch(child: Node, extend: bool) -> Branch:
 
 
 def check_node_set(which: str) -> None:
-    if which not in NODE_SETS:
-        raise ValueError(f"unknown node set '{which}'; allowed: {', '.join(NODE_SETS)}")
+    require_choice("node set", which, NODE_SETS)
 
 
 def branching_nodes(tree: Tree, which: str) -> list[Node]:

@@ -16,6 +16,7 @@ from sisearch.data.base import Builder
 from sisearch.data.outcome import finished
 from sisearch.data.records import register_record_type
 from sisearch.registry import register
+from sisearch.search.checks import require_at_least, require_text
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
 
@@ -51,10 +52,15 @@ def correction_text(template: str, prompt: str) -> str:
 @dataclass
 class CorrectionTracesConfig:
     name: str = "correction_traces"
-    # Appended after the first attempt. The default re-asks the question, which the tiny model (trained only
-    # on `Q:...=?` prompts) can answer; a real model would get an instruction such as SCoRe's.
+    # Appended after the first attempt; `{prompt}` stands for the task prompt. The default re-asks the question,
+    # which the tiny model (trained only on `Q:...=?` prompts) can answer; a real model would get an
+    # instruction such as SCoRe's.
     correction_prompt: str = "\n{prompt}"
-    traces_per_problem: int = 2
+    traces_per_problem: int = 2  # first attempts drawn per tree, each with its second attempt
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "traces_per_problem")
+        require_text(self, "correction_prompt")
 
 
 @register("builder", "correction_traces", schema=CorrectionTracesConfig)
@@ -62,10 +68,6 @@ class CorrectionTraces(Builder):
     produces = CorrectionTrace
 
     def __init__(self, cfg: CorrectionTracesConfig):
-        if cfg.traces_per_problem < 1:
-            raise ValueError(f"builder 'correction_traces': traces_per_problem must be at least 1, got {cfg.traces_per_problem}")
-        if not cfg.correction_prompt:
-            raise ValueError("builder 'correction_traces': correction_prompt must not be empty")
         self.cfg = cfg
 
     def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[CorrectionTrace]:

@@ -26,7 +26,7 @@ def finished(tree: Tree) -> tuple[list[Node], list[Node]]:
 @dataclass
 class CorrectSamplesConfig:
     name: str = "correct_samples"
-    max_per_problem: int = 4
+    max_per_problem: int = 4  # distinct correct solutions kept per tree, in tree order
 
 
 @register("builder", "correct_samples", schema=CorrectSamplesConfig)
@@ -50,7 +50,7 @@ class CorrectSamples(Builder):
 @dataclass
 class OutcomePairsConfig:
     name: str = "outcome_pairs"
-    pairs_per_problem: int = 1
+    pairs_per_problem: int = 1  # (correct, incorrect) pairs drawn per tree, no solution used twice
 
 
 @register("builder", "outcome_pairs", schema=OutcomePairsConfig)

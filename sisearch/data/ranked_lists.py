@@ -13,6 +13,7 @@ from sisearch.data.base import Builder
 from sisearch.data.branches import best_terminal_path, branching_nodes, check_node_set, is_complete
 from sisearch.data.records import register_record_type
 from sisearch.registry import register
+from sisearch.search.checks import require_at_least, require_choice, require_text
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
 
@@ -55,12 +56,21 @@ class RankedListsConfig:
     name: str = "ranked_lists"
     nodes: str = "chosen_path"  # chosen_path | all: which branching nodes open a list
     score: str = "q"  # q (the branch's search value) | outcome (1 if its solution is verified correct, else 0)
-    min_size: int = 2
+    min_size: int = 2  # a branching node with fewer distinct responses opens no list
     max_size: int = 5  # TPO's lists hold 5 responses
     max_lists_per_tree: int = 4
-    step_delimiter: str = "\n"
-    # TPO ranks finished responses; an unfinished branch (Q 0) would outrank a finished wrong one (Q -1)
+    step_delimiter: str = "\n"  # splits a response into its steps
+    # only responses that reach a finished solution: TPO ranks finished responses, and an unfinished branch
+    # (Q 0) would outrank a finished wrong one (Q -1)
     require_complete: bool = True
+
+    def __post_init__(self) -> None:
+        check_node_set(self.nodes)
+        require_choice("score", self.score, SCORE_RULES)
+        if not 2 <= self.min_size <= self.max_size:
+            raise ValueError(f"need 2 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        require_at_least(self, 1, "max_lists_per_tree")
+        require_text(self, "step_delimiter")
 
 
 @register("builder", "ranked_lists", schema=RankedListsConfig)
@@ -68,15 +78,6 @@ class RankedLists(Builder):
     produces = RankedList
 
     def __init__(self, cfg: RankedListsConfig):
-        check_node_set(cfg.nodes)
-        if cfg.score not in SCORE_RULES:
-            raise ValueError(f"builder 'ranked_lists': unknown score '{cfg.score}'; allowed: {', '.join(SCORE_RULES)}")
-        if not 2 <= cfg.min_size <= cfg.max_size:
-            raise ValueError(f"builder 'ranked_lists': need 2 <= min_size <= max_size, got {cfg.min_size}, {cfg.max_size}")
-        if cfg.max_lists_per_tree < 1:
-            raise ValueError("builder 'ranked_lists': max_lists_per_tree must be at least 1")
-        if not cfg.step_delimiter:
-            raise ValueError("builder 'ranked_lists': step_delimiter must not be empty")
         self.cfg = cfg
 
     def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[RankedList]:

@@ -23,14 +23,19 @@ from sisearch.data.branches import (
 )
 from sisearch.data.records import PreferencePair
 from sisearch.registry import register
+from sisearch.search.checks import require_at_least, require_choice
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
 
 REJECT_RULES = ("worst", "random")
 
 
-def make_pair(tree: Tree, parent: Node, chosen: Branch, rejected: Branch, trim: bool, source: str,
-              chosen_value: float, rejected_value: float) -> PreferencePair:
+def make_pair(
+    tree: Tree, parent: Node, chosen: Branch, rejected: Branch, *, trim: bool, source: str,
+    chosen_value: float, rejected_value: float,
+) -> PreferencePair:
+    """`chosen` over `rejected`, two children of `parent`, with their values; `trim` moves their shared
+    prefix into the prompt."""
     prompt = tree.prompt + parent.state
     chosen_text, rejected_text = chosen.text, rejected.text
     if trim:
@@ -59,8 +64,14 @@ class StepPairsConfig:
     extend_only_children: bool = True  # a candidate's text runs on through a chain of only-children
     trim_common_prefix: bool = True  # score from the first character where chosen and rejected differ
     min_q_gap: float = 0.0  # the chosen Q must exceed the rejected Q by more than this
-    max_pairs_per_tree: int = 8
+    max_pairs_per_tree: int = 8  # pairs taken from one tree, shallow branching nodes first
     require_correct: bool = False  # MCTS-DPO's --filter: use a tree only if its chosen solution is right
+
+    def __post_init__(self) -> None:
+        require_choice("rejected rule", self.rejected, REJECT_RULES)
+        require_at_least(self, 1, "max_pairs_per_tree")
+        require_at_least(self, 0, "min_q_gap")
+        check_node_set(self.nodes)
 
 
 @register("builder", "step_pairs", schema=StepPairsConfig)
@@ -68,13 +79,6 @@ class StepPairs(Builder):
     produces = PreferencePair
 
     def __init__(self, cfg: StepPairsConfig):
-        if cfg.rejected not in REJECT_RULES:
-            raise ValueError(f"builder 'step_pairs': unknown rejected rule '{cfg.rejected}'; allowed: {', '.join(REJECT_RULES)}")
-        if cfg.max_pairs_per_tree < 1:
-            raise ValueError(f"builder 'step_pairs': max_pairs_per_tree must be at least 1, got {cfg.max_pairs_per_tree}")
-        if cfg.min_q_gap < 0:
-            raise ValueError(f"builder 'step_pairs': min_q_gap must be >= 0, got {cfg.min_q_gap}")
-        check_node_set(cfg.nodes)
         self.cfg = cfg
 
     def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[PreferencePair]:
@@ -107,20 +111,30 @@ class StepPairs(Builder):
             rejected = min(worse, key=lambda b: (b.node.q, b.node.visits))
         else:
             rejected = rng.choice(worse)
-        return make_pair(tree, parent, best, rejected, self.cfg.trim_common_prefix, "step_pairs",
-                         best.node.q, rejected.node.q)
+        return make_pair(
+            tree, parent, best, rejected, trim=self.cfg.trim_common_prefix, source="step_pairs",
+            chosen_value=best.node.q, rejected_value=rejected.node.q,
+        )
 
 
 @dataclass
 class AdvantagePairsConfig:
     name: str = "advantage_pairs"
     nodes: str = "all"  # all (CPL: every expanded node) | chosen_path
-    threshold: float = 0.0  # pairs (i, j) with Q_i > threshold > Q_j (CPL: the sign of Q, for Q in [-1, 1])
-    solution_scale: float = 0.3  # Q values of finished-solution siblings are scaled by this (CPL's sw)
-    extend_only_children: bool = True
-    trim_common_prefix: bool = True
-    max_pairs_per_node: int = 4
+    # pairs (i, j) with Q_i > threshold > Q_j (CPL: the sign of Q, for Q in [-1, 1]; use 0.5 for 0/1 rewards)
+    threshold: float = 0.0
+    # finished-solution siblings give one pair, (argmax, argmin), their Q values scaled by this (CPL's sw)
+    solution_scale: float = 0.3
+    extend_only_children: bool = True  # a candidate's text runs on through a chain of only-children
+    trim_common_prefix: bool = True  # score from the first character where chosen and rejected differ
+    max_pairs_per_node: int = 4  # the largest Q gaps are kept
     max_pairs_per_tree: int = 16
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "max_pairs_per_node", "max_pairs_per_tree")
+        if self.solution_scale <= 0:
+            raise ValueError(f"solution_scale must be > 0, got {self.solution_scale}")
+        check_node_set(self.nodes)
 
 
 @register("builder", "advantage_pairs", schema=AdvantagePairsConfig)
@@ -128,11 +142,6 @@ class AdvantagePairs(Builder):
     produces = PreferencePair
 
     def __init__(self, cfg: AdvantagePairsConfig):
-        if cfg.max_pairs_per_node < 1 or cfg.max_pairs_per_tree < 1:
-            raise ValueError("builder 'advantage_pairs': max_pairs_per_node and max_pairs_per_tree must be at least 1")
-        if cfg.solution_scale <= 0:
-            raise ValueError(f"builder 'advantage_pairs': solution_scale must be > 0, got {cfg.solution_scale}")
-        check_node_set(cfg.nodes)
         self.cfg = cfg
 
     def build(self, trees: list[Tree], problems: dict[str, Problem], seed: int) -> list[PreferencePair]:
@@ -158,8 +167,12 @@ class AdvantagePairs(Builder):
             if not (hi.node.q > t > lo.node.q) or hi.text == lo.text:
                 return []
             scale = self.cfg.solution_scale
-            return [make_pair(tree, parent, hi, lo, self.cfg.trim_common_prefix, "advantage_pairs",
-                              scale * hi.node.q, scale * lo.node.q)]
+            return [
+                make_pair(
+                    tree, parent, hi, lo, trim=self.cfg.trim_common_prefix, source="advantage_pairs",
+                    chosen_value=scale * hi.node.q, rejected_value=scale * lo.node.q,
+                )
+            ]
         candidates = [
             (w, l) for w, l in itertools.product(branches, branches)
             if w.node.q > t > l.node.q and w.text != l.text
@@ -170,6 +183,9 @@ class AdvantagePairs(Builder):
             candidates.sort(key=lambda p: p[0].node.q - p[1].node.q, reverse=True)
             candidates = candidates[: self.cfg.max_pairs_per_node]
         return [
-            make_pair(tree, parent, w, l, self.cfg.trim_common_prefix, "advantage_pairs", w.node.q, l.node.q)
+            make_pair(
+                tree, parent, w, l, trim=self.cfg.trim_common_prefix, source="advantage_pairs",
+                chosen_value=w.node.q, rejected_value=l.node.q,
+            )
             for w, l in candidates
         ]

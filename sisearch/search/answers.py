@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from sisearch.search.checks import require_choice
 from sisearch.search.tree import Node
 
 ANSWER_RULES = ("highest_value", "majority", "weighted_vote")
 
 
 def check_rule(rule: str) -> None:
-    if rule not in ANSWER_RULES:
-        raise ValueError(f"unknown answer rule '{rule}'; allowed: {', '.join(ANSWER_RULES)}")
+    require_choice("answer rule", rule, ANSWER_RULES)
 
 
 def choose_answer(terminals: list[Node], rule: str) -> Node | None:

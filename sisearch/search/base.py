@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Generator
 
 from sisearch.search.answers import check_rule, choose_answer
@@ -28,18 +27,3 @@ class Searcher(ABC):
         chosen = choose_answer(tree.terminals(), self.answer_rule)
         tree.chosen = chosen
         tree.answer = chosen.verdict.answer if chosen is not None and chosen.verdict else None
-
-
-def require_positive(cfg, keys: tuple[str, ...], component: str) -> None:
-    """Refuse sizes below 1, naming the component and the key."""
-    for key in keys:
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{component}: {key} must be at least 1, got {getattr(cfg, key)}")
-
-
-@dataclass
-class SamplingConfig:
-    """Fields most searchers share (mixed into their configs)."""
-
-    temperature: float = 1.0
-    answer_rule: str = "highest_value"

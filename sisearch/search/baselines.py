@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sisearch.registry import register
-from sisearch.search.base import SearchGenerator, Searcher, require_positive
+from sisearch.search.answers import check_rule
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.checks import require_at_least
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
@@ -14,15 +16,18 @@ from sisearch.tasks.base import Problem
 @dataclass
 class BestOfNConfig:
     name: str = "best_of_n"
-    n: int = 8
-    temperature: float = 1.0
-    answer_rule: str = "highest_value"
+    n: int = 8  # whole solutions sampled per problem
+    temperature: float = 1.0  # sampling temperature of the policy
+    answer_rule: str = "highest_value"  # highest_value | majority | weighted_vote
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "n")
+        check_rule(self.answer_rule)
 
 
 @register("searcher", "best_of_n", schema=BestOfNConfig)
 class BestOfN(Searcher):
     def __init__(self, cfg: BestOfNConfig):
-        require_positive(cfg, ("n",), "searcher 'best_of_n'")
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 
@@ -38,7 +43,10 @@ class BestOfN(Searcher):
 @dataclass
 class GreedyConfig:
     name: str = "greedy"
-    answer_rule: str = "highest_value"
+    answer_rule: str = "highest_value"  # highest_value | majority | weighted_vote
+
+    def __post_init__(self) -> None:
+        check_rule(self.answer_rule)
 
 
 @register("searcher", "greedy", schema=GreedyConfig)

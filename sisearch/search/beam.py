@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from sisearch.registry import register
 from sisearch.search.answers import check_rule, choose_answer
-from sisearch.search.base import SearchGenerator, Searcher, require_positive
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.checks import require_at_least
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -24,11 +25,15 @@ PRUNED = "beam_pruned"
 @dataclass
 class BeamConfig:
     name: str = "beam"
-    beam_size: int = 3  # B1
-    expansions: int = 5  # B2
-    max_steps: int = 10
-    temperature: float = 1.0
-    answer_rule: str = "highest_value"
+    beam_size: int = 3  # B1: beams kept after each step
+    expansions: int = 5  # B2: next steps sampled per beam (B1 * B2 at the first step)
+    max_steps: int = 10  # steps before the search stops with the beams it has
+    temperature: float = 1.0  # sampling temperature of the policy
+    answer_rule: str = "highest_value"  # highest_value | majority | weighted_vote, over the finished beams
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "beam_size", "expansions", "max_steps")
+        check_rule(self.answer_rule)
 
 
 @dataclass
@@ -58,8 +63,6 @@ def prune(scores: list[float], terminal: list[bool], width: int) -> Pruned:
 @register("searcher", "beam", schema=BeamConfig)
 class Beam(Searcher):
     def __init__(self, cfg: BeamConfig):
-        require_positive(cfg, ("beam_size", "expansions", "max_steps"), "searcher 'beam'")
-        check_rule(cfg.answer_rule)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 

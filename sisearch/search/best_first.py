@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sisearch.registry import register
 from sisearch.search.answers import check_rule
-from sisearch.search.base import SearchGenerator, Searcher, require_positive
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.checks import require_at_least
 from sisearch.search.requests import Expand, Rollout, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -31,8 +32,12 @@ class BestFirstConfig:
     correct_threshold: float = 0.5  # a rollout counts as correct when the rewarder scores it at least this
     max_steps: int = 16  # expansions along the chain
     keep_rollouts: bool = True  # store each rollout's text and score on its child (for builders)
-    temperature: float = 1.0
-    answer_rule: str = "highest_value"
+    temperature: float = 1.0  # sampling temperature of the policy (steps and rollouts)
+    answer_rule: str = "highest_value"  # highest_value | majority | weighted_vote
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "children", "rollouts", "max_steps")
+        check_rule(self.answer_rule)
 
 
 def lookahead_value(scores: list[float], threshold: float) -> float:
@@ -50,8 +55,6 @@ def best_index(values: list[float]) -> int:
 @register("searcher", "best_first", schema=BestFirstConfig)
 class BestFirst(Searcher):
     def __init__(self, cfg: BestFirstConfig):
-        require_positive(cfg, ("children", "rollouts", "max_steps"), "searcher 'best_first'")
-        check_rule(cfg.answer_rule)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 

@@ -17,6 +17,7 @@ from typing import Any
 from sisearch.registry import register
 from sisearch.search.answers import check_rule
 from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.checks import require_at_least, require_text
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -28,14 +29,21 @@ REFLECTIONS = "reflections"
 @dataclass
 class IterativeDeepeningConfig:
     name: str = "iterative_deepening"
-    samples: int = 4  # N
+    samples: int = 4  # N: solutions sampled per problem
     first_budget: int = 12  # b0: tokens in the first segment
     growth: float = 2.0  # gamma: each segment's budget is this times the previous one
     max_tokens: int = 96  # B_max: token budget of one sample across its segments
-    trigger: str = "Wait:"  # appended at each boundary; must match the model's own reflection idiom
+    # Appended at each boundary; must match the model's own reflection idiom (arith's SFT data has Wait:<step>).
+    trigger: str = "Wait:"
     boundary: str = "\n"  # a trigger follows this text (the task's step delimiter); "" inserts it anywhere
-    temperature: float = 1.0
-    answer_rule: str = "weighted_vote"
+    temperature: float = 1.0  # sampling temperature of the policy
+    answer_rule: str = "weighted_vote"  # highest_value | majority | weighted_vote
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "samples")
+        require_text(self, "trigger")
+        segment_budgets(self.first_budget, self.growth, self.max_tokens)  # its own check of the three
+        check_rule(self.answer_rule)
 
 
 def segment_budgets(first: int, growth: float, max_tokens: int) -> list[int]:
@@ -86,15 +94,7 @@ def fan_out(workers: list[SearchGenerator]) -> SearchGenerator:
 @register("searcher", "iterative_deepening", schema=IterativeDeepeningConfig)
 class IterativeDeepening(Searcher):
     def __init__(self, cfg: IterativeDeepeningConfig):
-        if cfg.samples < 1:
-            raise ValueError(f"searcher 'iterative_deepening': samples must be at least 1, got {cfg.samples}")
-        if not cfg.trigger:
-            raise ValueError("searcher 'iterative_deepening': trigger must be a non-empty text")
-        try:
-            self.budgets = segment_budgets(cfg.first_budget, cfg.growth, cfg.max_tokens)
-        except ValueError as err:
-            raise ValueError(f"searcher 'iterative_deepening': {err}") from None
-        check_rule(cfg.answer_rule)
+        self.budgets = segment_budgets(cfg.first_budget, cfg.growth, cfg.max_tokens)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 

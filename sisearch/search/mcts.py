@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from sisearch.registry import register
 from sisearch.search import puct
 from sisearch.search.answers import check_rule
-from sisearch.search.base import SearchGenerator, Searcher, require_positive
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.checks import require_at_least
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
@@ -26,42 +27,41 @@ from sisearch.tasks.base import Problem
 @dataclass
 class MCTSConfig:
     name: str = "mcts"
-    simulations: int = 8  # K: iterations per move with `commit`, or in total without
+    simulations: int = 8  # K: iterations per move with `commit`, or in total without (MCTS-DPO on math: 64)
     first_root_factor: int = 4  # MCTS-DPO gives the episode's first root 4K iterations
     width: int = 2  # n_actions: sampled children per expansion
     root_width: int = 2  # n_init_actions: children of the empty solution
     depth_limit: int | None = 3  # d: an iteration stops this many steps below the search root (None: at the end)
     force_after: int | None = None  # a state with more steps than this is completed by one whole continuation
-    c_puct: float = 1.0
+    c_puct: float = 1.0  # w_exp: weight of the prior term in PUCT
     length_penalty: float = 1.25  # lambda in p = exp(sum logp / L^lambda)
-    gamma: float = 1.0
-    commit: bool = True  # move-by-move commitment
-    commit_temperature: float = 0.0  # 0: argmax of (N(div+1), Q, V); > 0: sample by e^Q (children+1)
+    gamma: float = 1.0  # discount in the backup Q = r + gamma * V
+    commit: bool = True  # move-by-move commitment (AlphaZero style)
+    commit_temperature: float = 0.0  # 0: argmax of (N(div+1), Q, V); > 0: sample by (e^Q (children+1))^(1/tau)
     outcome_weight: float = 1.0  # weight of the outcome O = 2s - 1 of finished solutions
     step_weight: float = 1.0  # weight of the rewarder's (depth-damped) step score
     damp_after: int | None = 3  # C' = C / max(depth_parent - damp_after, 1); None: no damping
     inherit_on_zero: bool = True  # an unfinished child with C' = 0 takes its parent's value
     dedup: bool = True  # drop a new child whose step text repeats a sibling's
-    dirichlet_alpha: float = 0.3
+    dirichlet_alpha: float = 0.3  # concentration of the root noise
     dirichlet_fraction: float = 0.0  # root noise weight; 0 turns it off
-    temperature: float = 1.0
-    answer_rule: str = "highest_value"
+    temperature: float = 1.0  # sampling temperature of the policy
+    answer_rule: str = "highest_value"  # highest_value | majority | weighted_vote
     seed: int = 0  # root noise and sampled commitment
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, "simulations", "first_root_factor", "width", "root_width")
+        require_at_least(self, 1, "depth_limit", null_ok=True)
+        require_at_least(self, 0, "force_after", null_ok=True)
+        if not 0.0 <= self.dirichlet_fraction <= 1.0 or self.dirichlet_alpha <= 0:
+            raise ValueError("dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0")
+        require_at_least(self, 0, "c_puct", "commit_temperature")
+        check_rule(self.answer_rule)
 
 
 @register("searcher", "mcts", schema=MCTSConfig)
 class MCTS(Searcher):
     def __init__(self, cfg: MCTSConfig):
-        require_positive(cfg, ("simulations", "first_root_factor", "width", "root_width"), "searcher 'mcts'")
-        if cfg.depth_limit is not None and cfg.depth_limit < 1:
-            raise ValueError(f"searcher 'mcts': depth_limit must be at least 1 or null, got {cfg.depth_limit}")
-        if cfg.force_after is not None and cfg.force_after < 0:
-            raise ValueError(f"searcher 'mcts': force_after must be >= 0 or null, got {cfg.force_after}")
-        if not 0.0 <= cfg.dirichlet_fraction <= 1.0 or cfg.dirichlet_alpha <= 0:
-            raise ValueError("searcher 'mcts': dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0")
-        if cfg.c_puct < 0 or cfg.commit_temperature < 0:
-            raise ValueError("searcher 'mcts': c_puct and commit_temperature must be >= 0")
-        check_rule(cfg.answer_rule)
         self.cfg = cfg
         self.answer_rule = cfg.answer_rule
 
@@ -103,7 +103,8 @@ class MCTS(Searcher):
         if node is root and noise is not None and len(noise) == len(node.children):
             own = [puct.step_prior(c.prior_logprob, c.num_tokens, self.cfg.length_penalty) for c in node.children]
             priors = puct.mix_priors(own, noise, self.cfg.dirichlet_fraction)
-        return node.children[puct.select_child(node, self.cfg.c_puct, self.cfg.length_penalty, priors)]
+        index = puct.select_child(node, c_puct=self.cfg.c_puct, length_penalty=self.cfg.length_penalty, priors=priors)
+        return node.children[index]
 
     def _iterate(self, root: Node, tree: Tree, noise: list[float] | None) -> SearchGenerator:
         path, node = [root], root
@@ -133,8 +134,9 @@ class MCTS(Searcher):
         scores = yield Score(new)
         for child, score in zip(new, scores):
             value = puct.node_value(
-                score, child.terminal, node.value, node.depth, cfg.outcome_weight, cfg.step_weight,
-                cfg.damp_after, cfg.inherit_on_zero,
+                score, terminal=child.terminal, parent_value=node.value, parent_depth=node.depth,
+                outcome_weight=cfg.outcome_weight, step_weight=cfg.step_weight, damp_after=cfg.damp_after,
+                inherit_on_zero=cfg.inherit_on_zero,
             )
             puct.init_child_stats(child, value)
             child.metadata["score"] = score

@@ -41,7 +41,7 @@ def dirichlet(alpha: float, size: int, rng: random.Random) -> list[float]:
     return [d / total for d in draws] if total > 0 else [1.0 / size] * size
 
 
-def select_child(node: Node, c_puct: float, length_penalty: float, priors: list[float] | None = None) -> int:
+def select_child(node: Node, *, c_puct: float, length_penalty: float, priors: list[float] | None = None) -> int:
     """Index of the child with the highest PUCT score (the first of equals).
 
     `priors` overrides the step priors (root noise); by default each child's own length-penalised prior.
@@ -66,6 +66,7 @@ def damped_score(score: float, parent_depth: int, damp_after: int | None) -> flo
 
 def node_value(
     score: float,
+    *,
     terminal: bool,
     parent_value: float,
     parent_depth: int,

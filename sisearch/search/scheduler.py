@@ -1,7 +1,8 @@
 """The one place that batches: drives every problem's search generator and merges their requests.
 
-Each round, the pending requests of all problems are grouped by kind (and generation settings), sent to
-the engine or rewarder as one call per group, and each answer is sent back into its generator.
+Each round, the pending requests of all problems are grouped by their batch key (groups in the order they
+first appear), each group goes to the engine or the rewarder as one call, and each answer is sent back into
+its generator. What a sample does to a tree (the world-model step) lives in `world.py`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sisearch.engines.base import Engine, Sample
+from sisearch.engines.base import Engine
 from sisearch.progress import Bar, progress_task
-from sisearch.search.base import Searcher
-from sisearch.search.requests import Expand, Rollout, RolloutResult, Score
-from sisearch.search.tree import Cost, Node, Tree
+from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.search.base import SearchGenerator, Searcher
+from sisearch.search.requests import BatchKey, Expand, GenerationKey, Request, Rollout, Score, ScoreKey
+from sisearch.search.tree import Cost, Tree
+from sisearch.search.world import make_child, rollout_result
 from sisearch.tasks.base import Problem, Task
 
 
@@ -22,33 +25,58 @@ from sisearch.tasks.base import Problem, Task
 class SearchContext:
     task: Task
     engine: Engine
-    rewarder: Any  # sisearch.rewards.base.Rewarder (kept loose to avoid an import cycle)
-    step_max_new_tokens: int = 32
+    rewarder: Rewarder
+    step_max_new_tokens: int = 32  # token budget of one step (an Expand that is not whole)
     progress: bool = True
 
 
-def make_child(parent: Node, sample: Sample, task: Task, problem: Problem, whole: bool, segment: bool = False) -> Node:
-    state = parent.state + sample.text
-    depth = parent.depth + 1
-    truncated = sample.finish_reason == "length"
-    if segment:  # an open segment of a longer solution: only EOS finishes it
-        terminal = sample.finish_reason == "eos"
-        truncated = False
-    else:
-        terminal = (
-            sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
-        )
-    child = Node(
-        step=sample.text,
-        state=state,
-        prior_logprob=sample.logprob,
-        num_tokens=sample.num_tokens,
-        terminal=terminal,
-        verdict=task.check(problem, state) if terminal else None,
-    )
-    if truncated:
-        child.metadata["truncated"] = True
-    return parent.add_child(child)
+@dataclass(frozen=True)
+class Slot:
+    """Where an answer goes: problem `problem`'s request, or the one at `position` of the list it yielded."""
+
+    problem: int
+    position: int | None = None
+
+
+class SearchRun:
+    """The state of one scheduler run: each problem's tree and generator, the requests waiting for an answer
+    and the progress bar."""
+
+    def __init__(self, searcher: Searcher, problems: list[Problem], trees: list[Tree], bar: Bar):
+        self.searcher, self.problems, self.trees, self.bar = searcher, problems, trees, bar
+        self.generators: dict[int, SearchGenerator] = {i: searcher.search(p, trees[i]) for i, p in enumerate(problems)}
+        self.pending: dict[int, Request | list[Request]] = {}
+
+    def start(self) -> None:
+        for i in self.generators:
+            self.advance(i, None)
+
+    def advance(self, i: int, answer: Any) -> None:
+        """Send `answer` into problem i's generator and keep its next request; a finished search is finished."""
+        try:
+            self.pending[i] = self.generators[i].send(answer)
+        except StopIteration:
+            self.searcher.finish(self.trees[i])
+            self.bar.advance()
+
+    def requests(self) -> dict[Slot, Request]:
+        """The pending requests, a yielded list flattened into its members so that they batch like the rest."""
+        flat: dict[Slot, Request] = {}
+        for i, request in self.pending.items():
+            if isinstance(request, list):
+                flat.update({Slot(i, j): r for j, r in enumerate(request)})
+            else:
+                flat[Slot(i)] = request
+        return flat
+
+    def answer(self, answers: dict[Slot, Any]) -> None:
+        """Send every pending request its answer (a list's answers as a list), in the order they were asked."""
+        current, self.pending = self.pending, {}
+        for i, request in current.items():
+            if isinstance(request, list):
+                self.advance(i, [answers[Slot(i, j)] for j in range(len(request))])
+            else:
+                self.advance(i, answers[Slot(i)])
 
 
 class Scheduler:
@@ -56,108 +84,67 @@ class Scheduler:
         self.searcher, self.ctx = searcher, ctx
 
     def run(self, problems: list[Problem]) -> list[Tree]:
-        task = self.ctx.task
-        trees = [Tree(problem_id=p.id, prompt=task.prompt(p)) for p in problems]
-        gens = {i: self.searcher.search(p, trees[i]) for i, p in enumerate(problems)}
-        pending: dict[int, Any] = {}
+        trees = [Tree(problem_id=p.id, prompt=self.ctx.task.prompt(p)) for p in problems]
         with progress_task("search (problems)", total=len(problems), enabled=self.ctx.progress) as bar:
-            for i in gens:
-                self._advance(i, None, gens, pending, trees, bar)
-            while pending:
-                answers = self._dispatch(pending, problems, trees)
-                current = dict(pending)
-                pending.clear()
-                for i in current:
-                    self._advance(i, answers[i], gens, pending, trees, bar)
+            run = SearchRun(self.searcher, problems, trees, bar)
+            run.start()
+            while run.pending:
+                run.answer(self._dispatch(run, run.requests()))
         return trees
 
-    def _advance(self, i, answer, gens, pending, trees, bar: Bar) -> None:
-        try:
-            pending[i] = gens[i].send(answer)
-        except StopIteration:
-            self.searcher.finish(trees[i])
-            bar.advance()
-
-    def _dispatch(self, pending: dict[int, Any], problems: list[Problem], trees: list[Tree]) -> dict[int, Any]:
-        # A list of requests is flattened into (problem, position) entries so that it is batched like the rest.
-        flat: dict[tuple[int, int | None], Any] = {}
-        for i, request in pending.items():
-            if isinstance(request, list):
-                flat.update({(i, j): r for j, r in enumerate(request)})
-            else:
-                flat[(i, None)] = request
-        flat_problems = {key: problems[key[0]] for key in flat}
-        flat_trees = {key: trees[key[0]] for key in flat}
-        flat_answers = self._dispatch_flat(flat, flat_problems, flat_trees)
-        answers: dict[int, Any] = {}
-        for i, request in pending.items():
-            if isinstance(request, list):
-                answers[i] = [flat_answers[(i, j)] for j in range(len(request))]
-            else:
-                answers[i] = flat_answers[(i, None)]
-        return answers
-
-    def _dispatch_flat(self, pending: dict[Any, Any], problems: dict[Any, Problem], trees: dict[Any, Tree]) -> dict:
-        answers: dict[Any, Any] = {}
-        groups: dict[tuple, list[Any]] = defaultdict(list)
-        for i, request in pending.items():
-            if isinstance(request, Expand):
-                key = ("expand", request.n, request.temperature, request.whole, request.max_new_tokens, request.segment)
-                groups[key].append(i)
-            elif isinstance(request, Rollout):
-                groups[("rollout", request.n, request.temperature)].append(i)
-            elif isinstance(request, Score):
-                groups[("score",)].append(i)
-            else:
+    def _dispatch(self, run: SearchRun, requests: dict[Slot, Request]) -> dict[Slot, Any]:
+        """One engine or rewarder call per batch key; the answer to each request."""
+        groups: dict[BatchKey, list[Slot]] = defaultdict(list)
+        for slot, request in requests.items():
+            if not isinstance(request, (Expand, Rollout, Score)):
                 raise TypeError(
                     f"searcher yielded {type(request).__name__}; allowed: Expand, Score, Rollout or a list of them"
                 )
-        for key, members in groups.items():
-            if key[0] == "score":
-                self._score(members, pending, problems, trees, answers)
+            groups[request.batch_key()].append(slot)
+        answers: dict[Slot, Any] = {}
+        for key, slots in groups.items():
+            if isinstance(key, ScoreKey):
+                answers.update(self._score(run, slots, requests))
             else:
-                self._generate(key, members, pending, problems, trees, answers)
+                answers.update(self._generate(run, key, slots, requests))
         return answers
 
-    def _generate(self, key, members, pending, problems, trees, answers) -> None:
-        task, engine = self.ctx.task, self.ctx.engine
-        kind, n, temperature = key[0], key[1], key[2]
-        whole = kind == "rollout" or key[3]
-        budget = key[4] if kind == "expand" and key[4] is not None else None
+    def _generate(self, run: SearchRun, key: GenerationKey, slots: list[Slot], requests: dict[Slot, Any]) -> dict:
+        task = self.ctx.task
+        budget = key.max_new_tokens
         if budget is None:
-            budget = task.max_new_tokens if whole else self.ctx.step_max_new_tokens
-        stop = None if whole else [task.step_delimiter]
-        prompts = [trees[i].prompt + pending[i].node.state for i in members]
-        outputs = engine.generate(prompts, n=n, max_new_tokens=budget, temperature=temperature, stop=stop)
+            budget = task.max_new_tokens if key.whole else self.ctx.step_max_new_tokens
+        stop = None if key.whole else [task.step_delimiter]
+        prompts = [run.trees[slot.problem].prompt + requests[slot].node.state for slot in slots]
+        outputs = self.ctx.engine.generate(
+            prompts, n=key.n, max_new_tokens=budget, temperature=key.temperature, stop=stop
+        )
+        answers: dict[Slot, Any] = {}
         charged: set[int] = set()  # a tree counts one engine call per call, however many of its requests it held
-        for i, samples in zip(members, outputs):
-            tree = trees[i]
-            calls = 0 if id(tree) in charged else 1
-            charged.add(id(tree))
-            cost = Cost(calls, samples[0].prompt_tokens if samples else 0, sum(s.num_tokens for s in samples))
-            tree.cost.add(cost)
-            node = pending[i].node
-            if kind == "expand":
-                answers[i] = [make_child(node, s, task, problems[i], whole, key[5]) for s in samples]
-            else:
-                answers[i] = [
-                    RolloutResult(s.text, task.check(problems[i], node.state + s.text), s.num_tokens, s.logprob)
-                    for s in samples
+        for slot, samples in zip(slots, outputs):
+            tree, problem, node = run.trees[slot.problem], run.problems[slot.problem], requests[slot].node
+            calls = 0 if slot.problem in charged else 1
+            charged.add(slot.problem)
+            tree.cost.add(Cost(calls, samples[0].prompt_tokens if samples else 0, sum(s.num_tokens for s in samples)))
+            if key.attach:
+                answers[slot] = [
+                    make_child(node, s, task, problem, whole=key.whole, segment=key.segment) for s in samples
                 ]
+            else:
+                answers[slot] = [rollout_result(node, s, task, problem) for s in samples]
+        return answers
 
-    def _score(self, members, pending, problems, trees, answers) -> None:
-        from sisearch.rewards.base import ScoreItem
-
+    def _score(self, run: SearchRun, slots: list[Slot], requests: dict[Slot, Any]) -> dict:
         items, owners = [], []
-        for i in members:
-            for node in pending[i].nodes:
-                items.append(ScoreItem(problems[i], trees[i].prompt, node))
-                owners.append(i)
+        for slot in slots:
+            for node in requests[slot].nodes:
+                items.append(ScoreItem(run.problems[slot.problem], run.trees[slot.problem].prompt, node))
+                owners.append(slot)
         scores = self.ctx.rewarder.score(items) if items else []
-        for i in members:
-            answers[i] = []
-        for i, score in zip(owners, scores):
-            answers[i].append(float(score))
+        answers: dict[Slot, list[float]] = {slot: [] for slot in slots}
+        for slot, score in zip(owners, scores):
+            answers[slot].append(float(score))
+        return answers
 
 
 def run_search(searcher: Searcher, problems: list[Problem], ctx: SearchContext) -> list[Tree]:
