@@ -43,9 +43,6 @@ DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "conservative")
 TPO_WEIGHTINGS: tuple[str, ...] = ("lambda", "uniform")
 
 TensorLike = Union[torch.Tensor, float, Sequence[float]]
-# A batch of lists: either a padded [B, K] tensor or B variable-length 1-D
-# tensors / float sequences.
-ListBatch = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[float]]]]
 
 
 @dataclass
@@ -259,35 +256,16 @@ def step_apo_loss(
 # ----------------------------------------------------------------------------
 
 
-def _to_padded(x: ListBatch, name: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``([B, K] tensor, [B, K] bool validity mask)``; lists are zero-padded."""
-    if isinstance(x, torch.Tensor):
-        if x.dim() != 2:
-            raise ValueError(f"{name} must be [B, K], got shape {tuple(x.shape)}")
-        return x, torch.ones(x.shape, dtype=torch.bool, device=x.device)
-    rows = [r if isinstance(r, torch.Tensor) else torch.as_tensor(r, dtype=torch.float32) for r in x]
-    if not rows:
-        raise ValueError(f"{name} is empty")
-    if like is not None:
-        rows = [r.to(device=like.device) for r in rows]
-    if any(r.dim() != 1 for r in rows):
-        raise ValueError(f"every list in {name} must be 1-D")
-    lengths = torch.tensor([r.numel() for r in rows], device=rows[0].device)
-    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0.0)
-    mask = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
-    return padded, mask
-
-
 def tpo_loss(
-    policy_logps: ListBatch | None,
-    ref_logps: ListBatch | None,
-    scores: ListBatch,
+    policy_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    scores: torch.Tensor,
     beta: float = 0.5,
     weighting: str = "lambda",
     mask: torch.Tensor | None = None,
-    logratios: ListBatch | None = None,
+    logratios: torch.Tensor | None = None,
 ) -> LossOutput:
-    """TPO preference-list ranking loss.
+    """TPO preference-list ranking loss on B lists of K entries: every tensor is ``[B, K]``.
 
     Implicit rewards ``s_i = beta * (logp_i - ref_logp_i)`` (or
     ``beta * logratios_i``); labels ``psi = scores``. Per list::
@@ -306,9 +284,9 @@ def tpo_loss(
       strictly ordered pairs.
 
     The per-list losses are averaged over lists that have at least one
-    ordered pair. Padding entries (``mask`` False, or beyond a list's length
-    when lists are given) never form pairs. When ``logratios`` is given (e.g.
-    from :func:`tpo_step_weighted_scores`) it replaces ``logp - ref_logp``;
+    ordered pair. Lists shorter than K are padded; padding entries (``mask``
+    False) never form pairs. When ``logratios`` is given (e.g. from
+    :func:`tpo_step_weighted_scores`) it replaces ``logp - ref_logp``;
     ``policy_logps`` then only feeds the ``logps/*`` metrics and may be None.
 
     Metrics: TRL names with chosen = top-labelled and rejected =
@@ -318,32 +296,24 @@ def tpo_loss(
         raise ValueError(f"unknown weighting {weighting!r}; allowed values: {', '.join(TPO_WEIGHTINGS)}")
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
+    if logratios is None and (policy_logps is None or ref_logps is None):
+        raise ValueError("need policy_logps and ref_logps, or logratios")
+    inputs = {"logratios": logratios, "policy_logps": policy_logps,
+              "ref_logps": ref_logps if logratios is None else None, "scores": scores, "mask": mask}
+    inputs = {name: x for name, x in inputs.items() if x is not None}
+    first, shape = next(iter(inputs)), next(iter(inputs.values())).shape
+    for name, x in inputs.items():
+        if x.dim() != 2:
+            raise ValueError(f"{name} must be [B, K], got shape {tuple(x.shape)}")
+        if x.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, {first} {tuple(shape)}; they must match")
 
-    if logratios is not None:
-        lr, valid = _to_padded(logratios, "logratios")
-        lp = None
-        if policy_logps is not None:
-            lp, lp_valid = _to_padded(policy_logps, "policy_logps", like=lr)
-            if lp.shape != lr.shape:
-                raise ValueError("policy_logps and logratios must have the same list structure")
-            valid = valid & lp_valid
+    lr = logratios if logratios is not None else policy_logps - ref_logps.detach()
+    if mask is None:
+        valid = torch.ones(lr.shape, dtype=torch.bool, device=lr.device)
     else:
-        if policy_logps is None or ref_logps is None:
-            raise ValueError("need policy_logps and ref_logps, or logratios")
-        lp, valid = _to_padded(policy_logps, "policy_logps")
-        ref, _ = _to_padded(ref_logps, "ref_logps", like=lp)
-        if ref.shape != lp.shape:
-            raise ValueError("policy_logps and ref_logps must have the same list structure")
-        lr = lp - ref.detach()
-    psi, psi_valid = _to_padded(scores, "scores", like=lr)
-    if psi.shape != lr.shape:
-        raise ValueError(f"scores shape {tuple(psi.shape)} != log-prob shape {tuple(lr.shape)}")
-    valid = valid & psi_valid
-    if mask is not None:
-        if mask.shape != lr.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(lr.shape)}")
-        valid = valid & mask.to(device=lr.device, dtype=torch.bool)
-    psi = psi.detach().to(lr.dtype)
+        valid = mask.to(device=lr.device, dtype=torch.bool)
+    psi = scores.detach().to(lr.dtype)
 
     # Zero padding entries so garbage (e.g. -inf) there cannot create NaNs.
     s = torch.where(valid, beta * lr, torch.zeros_like(lr))
@@ -370,7 +340,7 @@ def tpo_loss(
         # graph, so backward() is a no-op instead of an error.
         loss = (s * 0.0).sum()
 
-    metrics = _tpo_metrics(s.detach(), psi, valid, has_pairs, None if lp is None else lp.detach())
+    metrics = _tpo_metrics(s.detach(), psi, valid, has_pairs, None if policy_logps is None else policy_logps.detach())
     return LossOutput(loss=loss, metrics=metrics)
 
 
