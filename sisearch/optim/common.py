@@ -72,13 +72,17 @@ def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """The factor on the base learning rate at each optimizer step (for torch's LambdaLR)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr schedule '{schedule}'; allowed: {', '.join(SCHEDULES)}")
 
     def factor(step: int) -> float:
+        # 1) linear warmup: 1/warmup_steps, 2/warmup_steps, ..., 1
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        # 2) progress through the steps after warmup, 0 -> 1 at total_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        # 3) decay: linear or cosine to 0 at total_steps (and 0 after it), or none (constant)
         if schedule == "linear":
             return max(0.0, 1.0 - progress)
         if schedule == "cosine":

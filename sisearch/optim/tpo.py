@@ -157,21 +157,22 @@ class TPOModule(ObjectiveModule):
         self.cfg = cfg
 
     def training_step(self, batch: ListBatch, batch_idx: int) -> torch.Tensor:
+        # R rows (every response of every list) of S steps: logps and counts [R, S], hidden [R, S, H]
         logps, counts, hidden = policy_step_stats(self.model, batch, self.cfg.adaptive_steps)
-        ref = batch.ref_step_logps.to(logps)
-        width = max(len(s) for s in batch.scores)
-        scores = torch.tensor([s + [0.0] * (width - len(s)) for s in batch.scores], device=logps.device)
-        valid = torch.tensor([[k < len(s) for k in range(width)] for s in batch.scores], device=logps.device)
-        policy_logps = to_lists(logps.sum(-1), batch, width)
+        ref = batch.ref_step_logps.to(logps)  # [R, S]
+        width = max(len(s) for s in batch.scores)  # K: B lists of up to K responses
+        scores = torch.tensor([s + [0.0] * (width - len(s)) for s in batch.scores], device=logps.device)  # [B, K]
+        valid = torch.tensor([[k < len(s) for k in range(width)] for s in batch.scores], device=logps.device)  # [B, K]
+        policy_logps = to_lists(logps.sum(-1), batch, width)  # [B, K]
         if self.cfg.adaptive_steps:
-            step_mask = to_lists(counts > 0, batch, width, fill=False)
-            rho = to_lists((logps - ref) / counts.clamp(min=1), batch, width)
-            step_hidden = to_lists(hidden, batch, width)
-            top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1)
-            rewards = tpo_step_weighted_scores(rho, step_hidden, step_mask, top, self.cfg.step_weight_floor)
+            step_mask = to_lists(counts > 0, batch, width, fill=False)  # [B, K, S]
+            rho = to_lists((logps - ref) / counts.clamp(min=1), batch, width)  # [B, K, S]: mean log-ratio per step
+            step_hidden = to_lists(hidden, batch, width)  # [B, K, S, H]
+            top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1)  # [B]
+            rewards = tpo_step_weighted_scores(rho, step_hidden, step_mask, top, self.cfg.step_weight_floor)  # [B, K]
             out = tpo_loss(policy_logps, None, scores, self.cfg.beta, self.cfg.weighting, mask=valid, logratios=rewards)
         else:
-            ref_logps = to_lists(ref.sum(-1), batch, width)
+            ref_logps = to_lists(ref.sum(-1), batch, width)  # [B, K]
             out = tpo_loss(policy_logps, ref_logps, scores, self.cfg.beta, self.cfg.weighting, mask=valid)
         loss, metrics = out.loss, dict(out.metrics)
         if self.cfg.nll_weight:
