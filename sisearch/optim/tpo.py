@@ -19,7 +19,7 @@ import torch
 from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight, require_choice
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
 from sisearch.optim.losses import TPO_WEIGHTINGS, length_normalised_nll, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context
@@ -34,8 +34,15 @@ class TPOConfig(OptimizationConfig):
     adaptive_steps: bool = True  # step-weighted rewards from hidden-state similarity (TPO's adaptive step reward)
     step_weight_floor: float = 0.01  # weight of a step identical to the top response's
     nll_weight: float = 0.0  # length-normalised NLL on each list's top-ranked response (as `dpo`'s on chosen)
-    reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
+    reference: str = "precomputed"  # precomputed (the policy entering the iteration) | adapters_disabled (LoRA)
     batch_size: int = 4  # lists per batch (each list is several sequences)
+
+    def __post_init__(self) -> None:
+        require_choice("weighting", self.weighting, TPO_WEIGHTINGS)
+        if self.beta <= 0 or self.step_weight_floor <= 0:
+            raise ValueError("beta and step_weight_floor must be > 0")
+        check_nll_weight(self.nll_weight)
+        require_choice("reference", self.reference, REFERENCES)
 
 
 @dataclass
@@ -191,8 +198,6 @@ def top_response_nll(logps: torch.Tensor, counts: torch.Tensor, scores: torch.Te
 @torch.no_grad()
 def fill_reference_step_logps(policy: Policy, items: list[EncodedList], cfg: TPOConfig) -> None:
     """Reference log-probs per step, computed once before training with the policy as it enters the iteration."""
-    if cfg.reference not in REFERENCES:
-        raise ValueError(f"unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
     model = policy.model
     model.eval()
     with reference_context(policy, cfg.reference):
@@ -218,13 +223,6 @@ class TPOOptimizer(Optimizer):
     consumes = RankedList
 
     def __init__(self, cfg: TPOConfig):
-        if cfg.weighting not in TPO_WEIGHTINGS:
-            raise ValueError(f"optimizer 'tpo': unknown weighting '{cfg.weighting}'; allowed: {', '.join(TPO_WEIGHTINGS)}")
-        if cfg.beta <= 0 or cfg.step_weight_floor <= 0:
-            raise ValueError("optimizer 'tpo': beta and step_weight_floor must be > 0")
-        check_nll_weight("tpo", cfg.nll_weight)
-        if cfg.reference not in REFERENCES:
-            raise ValueError(f"optimizer 'tpo': unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
         self.cfg = cfg
 
     def fit(self, policy: Policy, records: Sequence[RankedList], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
