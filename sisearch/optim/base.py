@@ -24,6 +24,8 @@ class Optimizer(ABC):
 
     #: the record type this optimizer trains on (a builder must produce it)
     consumes: type
+    #: whether the loop builds it with the task (`task=...`): on-policy objectives check answers while training
+    needs_task: bool = False
 
     @abstractmethod
     def fit(self, policy: Policy, records: Sequence[Any], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:

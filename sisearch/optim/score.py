@@ -185,8 +185,7 @@ def unique_prompts(records: Sequence[CorrectionTrace]) -> list[Prompt]:
 @register("optimizer", "score", schema=ScoreConfig)
 class ScoreOptimizer(Optimizer):
     consumes = CorrectionTrace
-    #: the loop passes the task: this objective samples and checks answers while it trains
-    needs_task = True
+    needs_task = True  # it samples attempts and checks them with the task while it trains
 
     def __init__(self, cfg: ScoreConfig, task: Task | None = None):
         self.cfg = cfg
