@@ -45,8 +45,7 @@ class PairModule(ObjectiveModule):
     """Computes chosen and rejected log-probs in one pass and hands them to the objective's `pair_loss`."""
 
     def __init__(self, model, cfg, total_steps: int, pair_loss: PairLoss):
-        super().__init__(model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg = cfg
+        super().__init__(model, cfg, total_steps)
         self.pair_loss = pair_loss
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:

@@ -99,8 +99,8 @@ def sampled_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class ScoreModule(ObjectiveModule):
     def __init__(self, policy: Policy, cfg: ScoreConfig, task: Task, problems: dict[str, Problem],
                  total_steps: int, seed: int):
-        super().__init__(policy.model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg, self.task, self.problems, self.policy = cfg, task, problems, policy
+        super().__init__(policy.model, cfg, total_steps)
+        self.task, self.problems, self.policy = task, problems, policy
         self.stage1_steps = round(cfg.stage1_fraction * total_steps)
         self.engine = HFEngine(HFEngineConfig(seed=seed), policy)  # samples with the weights being trained
         # A frozen copy outside the module tree: Lightning neither trains nor re-modes it.

@@ -159,9 +159,7 @@ def to_lists(values: torch.Tensor, batch: ListBatch, width: int, fill: float = 0
 
 
 class TPOModule(ObjectiveModule):
-    def __init__(self, model, cfg: TPOConfig, total_steps: int):
-        super().__init__(model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg = cfg
+    cfg: TPOConfig
 
     def training_step(self, batch: ListBatch, batch_idx: int) -> torch.Tensor:
         # R rows (every response of every list) of S steps: logps and counts [R, S], hidden [R, S, H]
