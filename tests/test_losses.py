@@ -318,18 +318,20 @@ def test_tpo_lists_and_padding_mask():
     # List 1: the reference list (loss 1.4538997787095795).
     # List 2: s = [0.5, -0.5], psi = [1, 0]: one pair, weight cancels -> sp(-1).
     # Batch loss = mean over lists.
+    # The second list is zero-padded to K = 3; the mask leaves the padding slot out.
     expected = (1.4538997787095795 + SP_M1) / 2
-    pol_lists = [torch.tensor(TPO_POLICY, dtype=torch.float64, requires_grad=True), torch.tensor([0.5, -0.5])]
-    out = tpo_loss(pol_lists, [TPO_REF, [0.0, 0.0]], [TPO_PSI, [1.0, 0.0]], beta=1.0)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    zero_padded = torch.tensor([TPO_POLICY, [0.5, -0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = tpo_loss(zero_padded, torch.tensor([TPO_REF, [0.0, 0.0, 0.0]]), torch.tensor([TPO_PSI, [1.0, 0.0, 0.0]]),
+                   beta=1.0, mask=mask)
     assert out.loss.item() == approx(expected, rel=1e-6)
     out.loss.backward()
-    assert pol_lists[0].grad is not None
+    assert zero_padded.grad is not None
 
-    # Same batch padded, with garbage (-inf logp, huge label) in the padding slot.
+    # The same batch with garbage (-inf logp, huge label) in the padding slot.
     pol = torch.tensor([TPO_POLICY, [0.5, -0.5, -math.inf]], dtype=torch.float64, requires_grad=True)
     ref = torch.tensor([TPO_REF, [0.0, 0.0, 0.0]], dtype=torch.float64)
     psi = torch.tensor([TPO_PSI, [1.0, 0.0, 99.0]])
-    mask = torch.tensor([[True, True, True], [True, True, False]])
     out2 = tpo_loss(pol, ref, psi, beta=1.0, mask=mask)
     assert out2.loss.item() == approx(expected)
     out2.loss.backward()

@@ -306,6 +306,6 @@ def test_pav_trained_estimator_reads_the_verifier_before_and_after_the_last_step
 def test_pav_trained_estimator_needs_soft_labels(task):
     from sisearch.rewards.heads import HeadTrainConfig
 
-    cfg = PAVConfig(estimator="trained", train=HeadTrainConfig(labels="mc_hard"))
     with pytest.raises(ValueError, match="mc_soft"):
-        PAVRewarder(cfg, task=task, engine=ScriptedEngine())
+        PAVRewarder(PAVConfig(estimator="trained", train=HeadTrainConfig(labels="mc_hard")), task=task,
+                    engine=ScriptedEngine())

@@ -24,7 +24,7 @@ class Optimizer(ABC):
 
     #: the record type this optimizer trains on (a builder must produce it)
     consumes: type
-    #: whether it is built with the task (on-policy objectives sample and check answers while training)
+    #: whether the loop builds it with the task (`task=...`): on-policy objectives check answers while training
     needs_task: bool = False
 
     @abstractmethod
@@ -33,19 +33,23 @@ class Optimizer(ABC):
 
 
 class ObjectiveModule(L.LightningModule):
-    """Holds the policy's model, the optimizer settings and a record of metrics per step."""
+    """Holds the policy's model, the objective's config, its number of optimizer steps and the metrics per step.
 
-    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float, schedule: str,
-                 warmup_ratio: float, total_steps: int):
+    `configure_optimizers` reads `cfg.lr`, `cfg.weight_decay`, `cfg.schedule` and `cfg.warmup_ratio` (an
+    OptimizationConfig has them); a module whose config lacks them sets up its own optimizer.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int):
         super().__init__()
         self.model = model
-        self.lr, self.weight_decay = lr, weight_decay
-        self.schedule, self.warmup_ratio, self.total_steps = schedule, warmup_ratio, total_steps
+        self.cfg = cfg
+        self.total_steps = total_steps
         self.history: dict[str, list[float]] = defaultdict(list)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.cfg
         return adamw_with_schedule(
-            self.model.parameters(), self.lr, self.weight_decay, self.schedule, self.warmup_ratio, self.total_steps
+            self.model.parameters(), cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, self.total_steps
         )
 
     def record(self, loss: torch.Tensor, metrics: dict[str, float]) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,18 +17,22 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 @dataclass
 class OptimizationConfig:
-    """Hyperparameters every optimizer's config shares (each optimizer's schema extends this)."""
+    """Hyperparameters every optimizer's config shares (each optimizer's schema extends this).
+
+    A schema checks its own values in `__post_init__`; a message there names the field, not the component
+    (`registry.to_typed` puts `optimizer 'name': ` in front).
+    """
 
     name: str = ""
     # 1e-4: at 5e-4 the preference objectives wreck the tiny model within one iteration (README, "Results")
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: float = 2.0
-    max_steps: int | None = None
-    schedule: str = "constant"  # constant | linear | cosine
-    warmup_ratio: float = 0.0
-    max_length: int | None = 1024
+    weight_decay: float = 0.0  # AdamW's
+    batch_size: int = 16  # records per micro-batch (pairs, lists or problems, as the objective trains on)
+    epochs: float = 2.0  # passes over the iteration's records (fractions allowed; at least one optimizer step)
+    max_steps: int | None = None  # a cap on optimizer steps; null: the epochs decide
+    schedule: str = "constant"  # constant | linear | cosine (the last two decay to 0 at the last step)
+    warmup_ratio: float = 0.0  # the share of optimizer steps spent in linear warmup
+    max_length: int | None = 1024  # tokens per row: the prompt is cut from the left first, then the completion
 
 
 @dataclass
@@ -72,13 +77,17 @@ def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """The factor on the base learning rate at each optimizer step (for torch's LambdaLR)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr schedule '{schedule}'; allowed: {', '.join(SCHEDULES)}")
 
     def factor(step: int) -> float:
+        # 1) linear warmup: 1/warmup_steps, 2/warmup_steps, ..., 1
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        # 2) progress through the steps after warmup, 0 -> 1 at total_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        # 3) decay: linear or cosine to 0 at total_steps (and 0 after it), or none (constant)
         if schedule == "linear":
             return max(0.0, 1.0 - progress)
         if schedule == "cosine":
@@ -97,9 +106,16 @@ def adamw_with_schedule(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def check_nll_weight(optimizer: str, weight: float) -> None:
+def require_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    """A schema's check: refuse a `value` that is not one of `allowed`, listing them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(allowed)}")
+
+
+def check_nll_weight(weight: float) -> None:
+    """A schema's check of the NLL term's weight (dpo, step_apo, tpo)."""
     if weight < 0:
-        raise ValueError(f"optimizer '{optimizer}': nll_weight must be >= 0, got {weight}")
+        raise ValueError(f"nll_weight must be >= 0, got {weight}")
 
 
 def steps_for(num_examples: int, batch_size: int, epochs: float, accumulate: int, max_steps: int | None) -> int:

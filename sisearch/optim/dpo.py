@@ -15,7 +15,7 @@ import torch
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight, require_choice
 from sisearch.optim.losses import DPO_LOSS_TYPES, LossOutput, dpo_loss, length_normalised_nll
 from sisearch.optim.pairs import PairBatch, collate_pairs, encode_pairs, fill_reference_logps, pair_logps
 from sisearch.registry import register
@@ -24,12 +24,18 @@ from sisearch.registry import register
 @dataclass
 class DPOConfig(OptimizationConfig):
     name: str = "dpo"
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    label_smoothing: float = 0.0
-    use_visit_counts: bool = False  # conservative: MCTS-DPO's per-pair smoothing from visit counts
-    nll_weight: float = 0.0
-    reference: str = "precomputed"
+    beta: float = 0.1  # the scale of the implicit reward beta * (log pi - log ref)
+    loss_type: str = "sigmoid"  # sigmoid | ipo | conservative (cDPO: labels flipped with probability eps)
+    label_smoothing: float = 0.0  # conservative: eps, in [0, 0.5]
+    use_visit_counts: bool = False  # conservative: MCTS-DPO's per-pair eps from the pairs' visit counts instead
+    nll_weight: float = 0.0  # weight of the length-normalised NLL on the chosen response (Iterative RPO: 1)
+    reference: str = "precomputed"  # precomputed (the policy entering the iteration) | adapters_disabled (LoRA)
+
+    def __post_init__(self) -> None:
+        require_choice("loss_type", self.loss_type, DPO_LOSS_TYPES)
+        check_nll_weight(self.nll_weight)
+        if self.use_visit_counts and self.loss_type != "conservative":
+            raise ValueError("use_visit_counts needs loss_type 'conservative'")
 
 
 PairLoss = Callable[[PairBatch, torch.Tensor, torch.Tensor], LossOutput]
@@ -39,8 +45,7 @@ class PairModule(ObjectiveModule):
     """Computes chosen and rejected log-probs in one pass and hands them to the objective's `pair_loss`."""
 
     def __init__(self, model, cfg, total_steps: int, pair_loss: PairLoss):
-        super().__init__(model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg = cfg
+        super().__init__(model, cfg, total_steps)
         self.pair_loss = pair_loss
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
@@ -71,11 +76,6 @@ class DPOOptimizer(Optimizer):
     consumes = PreferencePair
 
     def __init__(self, cfg: DPOConfig):
-        if cfg.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"optimizer 'dpo': unknown loss_type '{cfg.loss_type}'; allowed: {', '.join(DPO_LOSS_TYPES)}")
-        check_nll_weight("dpo", cfg.nll_weight)
-        if cfg.use_visit_counts and cfg.loss_type != "conservative":
-            raise ValueError("optimizer 'dpo': use_visit_counts needs loss_type 'conservative'")
         self.cfg = cfg
         self.records: Sequence[PreferencePair] = ()
 

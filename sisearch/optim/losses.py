@@ -43,9 +43,6 @@ DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "conservative")
 TPO_WEIGHTINGS: tuple[str, ...] = ("lambda", "uniform")
 
 TensorLike = Union[torch.Tensor, float, Sequence[float]]
-# A batch of lists: either a padded [B, K] tensor or B variable-length 1-D
-# tensors / float sequences.
-ListBatch = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[float]]]]
 
 
 @dataclass
@@ -67,14 +64,6 @@ def _as_tensor(x: TensorLike, like: torch.Tensor, name: str) -> torch.Tensor:
     if t.shape != like.shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}")
     return t
-
-
-def _check_same_shape(**tensors: torch.Tensor) -> None:
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"log-prob tensors must share one shape, got {shapes}")
-    if next(iter(tensors.values())).numel() == 0:
-        raise ValueError("empty batch")
 
 
 def _pair_metrics(
@@ -151,46 +140,30 @@ def dpo_loss(
     ``label_smoothing`` and visit counts are only meaningful for
     ``"conservative"``; passing them with another loss type raises, rather
     than being silently ignored (TRL >= 0.29 dropped smoothing from sigmoid).
-    """
-    if loss_type not in DPO_LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; allowed values: {', '.join(DPO_LOSS_TYPES)}")
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    _check_same_shape(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
-    ref_chosen_logps = ref_chosen_logps.detach()
-    ref_rejected_logps = ref_rejected_logps.detach()
-    has_visits = chosen_visits is not None or rejected_visits is not None
-    if has_visits and (chosen_visits is None or rejected_visits is None):
-        raise ValueError("chosen_visits and rejected_visits must be given together")
-    if loss_type != "conservative" and (label_smoothing != 0.0 or has_visits):
-        raise ValueError("label_smoothing / visit counts require loss_type='conservative'")
-    if not 0.0 <= label_smoothing <= 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
-    if has_visits and label_smoothing != 0.0:
-        # Two sources of eps would be ambiguous; visit counts define it per pair.
-        raise ValueError("give either label_smoothing or visit counts, not both")
 
-    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    logits = beta * h
+    Every log-prob tensor is ``[B]``, one summed log-prob per sequence.
+    """
+    _check_dpo_args(loss_type, beta, label_smoothing, chosen_visits, rejected_visits,
+                    policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    ref_chosen_logps = ref_chosen_logps.detach()  # [B]
+    ref_rejected_logps = ref_rejected_logps.detach()  # [B]
+
+    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)  # [B]
+    logits = beta * h  # [B]
 
     if loss_type == "sigmoid":
         # -log sigma(z) == softplus(-z), numerically stable for large |z|.
-        losses = F.softplus(-logits)
+        losses = F.softplus(-logits)  # [B]
     elif loss_type == "ipo":
         # Squared loss pulls h to the fixed target 1/(2 beta) instead of
         # pushing it to infinity (IPO's fix for DPO overfitting).
-        losses = (h - 1.0 / (2.0 * beta)) ** 2
-    else:  # conservative
-        if has_visits:
+        losses = (h - 1.0 / (2.0 * beta)) ** 2  # [B]
+    else:  # conservative; eps [B] from the visit counts (given both or neither), else label_smoothing
+        if chosen_visits is not None:
             eps = mcts_adaptive_epsilon(chosen_visits, rejected_visits, like=h)  # type: ignore[arg-type]
         else:
             eps = torch.full_like(h, label_smoothing)
-        losses = (1.0 - eps) * F.softplus(-logits) + eps * F.softplus(logits)
+        losses = (1.0 - eps) * F.softplus(-logits) + eps * F.softplus(logits)  # [B]
 
     metrics = _pair_metrics(beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return LossOutput(loss=losses.mean(), metrics=metrics)
@@ -205,12 +178,12 @@ def mcts_adaptive_epsilon(
     A well-visited winner against a rarely visited loser is trusted (eps -> 0);
     the cap at 0.5 keeps the pair from ever being flipped.
     """
-    n_w = _as_tensor(chosen_visits, like, "chosen_visits").detach()
-    n_l = _as_tensor(rejected_visits, like, "rejected_visits").detach()
+    n_w = _as_tensor(chosen_visits, like, "chosen_visits").detach()  # [B]
+    n_l = _as_tensor(rejected_visits, like, "rejected_visits").detach()  # [B]
     if (n_w < 0).any() or (n_l < 0).any():
         raise ValueError("visit counts must be >= 0")
     n_w = n_w.clamp_min(1.0)
-    conf = n_w / (n_w + n_l)
+    conf = n_w / (n_w + n_l)  # [B]
     return (1.0 - conf).clamp_max(0.5)
 
 
@@ -231,24 +204,19 @@ def step_apo_loss(
     margin that ``beta*h`` must exceed. A larger gap lowers the logit, raising
     both the loss and the gradient weight ``sigma(alpha*dQ - beta*h)``, so
     critical steps are pushed harder. ``alpha = 0`` is exactly sigmoid DPO.
-    """
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    _check_same_shape(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
-    ref_chosen_logps = ref_chosen_logps.detach()
-    ref_rejected_logps = ref_rejected_logps.detach()
-    q_w = _as_tensor(chosen_q, policy_chosen_logps, "chosen_q").detach()
-    q_l = _as_tensor(rejected_q, policy_chosen_logps, "rejected_q").detach()
 
-    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    Every log-prob tensor and each Q is ``[B]``.
+    """
+    _check_pair_args(beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    ref_chosen_logps = ref_chosen_logps.detach()  # [B]
+    ref_rejected_logps = ref_rejected_logps.detach()  # [B]
+    q_w = _as_tensor(chosen_q, policy_chosen_logps, "chosen_q").detach()  # [B]
+    q_l = _as_tensor(rejected_q, policy_chosen_logps, "rejected_q").detach()  # [B]
+
+    h = _logratio_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)  # [B]
     # Sign as in CPL's released trainer: it adds alpha*(q_rejected - q_chosen).
-    logits = beta * h - alpha * (q_w - q_l)
-    losses = F.softplus(-logits)
+    logits = beta * h - alpha * (q_w - q_l)  # [B]
+    losses = F.softplus(-logits)  # [B]
 
     metrics = _pair_metrics(beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return LossOutput(loss=losses.mean(), metrics=metrics)
@@ -259,35 +227,16 @@ def step_apo_loss(
 # ----------------------------------------------------------------------------
 
 
-def _to_padded(x: ListBatch, name: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``([B, K] tensor, [B, K] bool validity mask)``; lists are zero-padded."""
-    if isinstance(x, torch.Tensor):
-        if x.dim() != 2:
-            raise ValueError(f"{name} must be [B, K], got shape {tuple(x.shape)}")
-        return x, torch.ones(x.shape, dtype=torch.bool, device=x.device)
-    rows = [r if isinstance(r, torch.Tensor) else torch.as_tensor(r, dtype=torch.float32) for r in x]
-    if not rows:
-        raise ValueError(f"{name} is empty")
-    if like is not None:
-        rows = [r.to(device=like.device) for r in rows]
-    if any(r.dim() != 1 for r in rows):
-        raise ValueError(f"every list in {name} must be 1-D")
-    lengths = torch.tensor([r.numel() for r in rows], device=rows[0].device)
-    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0.0)
-    mask = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
-    return padded, mask
-
-
 def tpo_loss(
-    policy_logps: ListBatch | None,
-    ref_logps: ListBatch | None,
-    scores: ListBatch,
+    policy_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    scores: torch.Tensor,
     beta: float = 0.5,
     weighting: str = "lambda",
     mask: torch.Tensor | None = None,
-    logratios: ListBatch | None = None,
+    logratios: torch.Tensor | None = None,
 ) -> LossOutput:
-    """TPO preference-list ranking loss.
+    """TPO preference-list ranking loss on B lists of K entries: every tensor is ``[B, K]``.
 
     Implicit rewards ``s_i = beta * (logp_i - ref_logp_i)`` (or
     ``beta * logratios_i``); labels ``psi = scores``. Per list::
@@ -306,95 +255,72 @@ def tpo_loss(
       strictly ordered pairs.
 
     The per-list losses are averaged over lists that have at least one
-    ordered pair. Padding entries (``mask`` False, or beyond a list's length
-    when lists are given) never form pairs. When ``logratios`` is given (e.g.
-    from :func:`tpo_step_weighted_scores`) it replaces ``logp - ref_logp``;
+    ordered pair. Lists shorter than K are padded; padding entries (``mask``
+    False) never form pairs. When ``logratios`` is given (e.g. from
+    :func:`tpo_step_weighted_scores`) it replaces ``logp - ref_logp``;
     ``policy_logps`` then only feeds the ``logps/*`` metrics and may be None.
 
     Metrics: TRL names with chosen = top-labelled and rejected =
     bottom-labelled entry of each list.
     """
-    if weighting not in TPO_WEIGHTINGS:
-        raise ValueError(f"unknown weighting {weighting!r}; allowed values: {', '.join(TPO_WEIGHTINGS)}")
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-
-    if logratios is not None:
-        lr, valid = _to_padded(logratios, "logratios")
-        lp = None
-        if policy_logps is not None:
-            lp, lp_valid = _to_padded(policy_logps, "policy_logps", like=lr)
-            if lp.shape != lr.shape:
-                raise ValueError("policy_logps and logratios must have the same list structure")
-            valid = valid & lp_valid
+    _check_list_args(beta, weighting, policy_logps, ref_logps, scores, mask, logratios)
+    lr = logratios if logratios is not None else policy_logps - ref_logps.detach()  # [B, K]
+    if mask is None:
+        valid = torch.ones(lr.shape, dtype=torch.bool, device=lr.device)  # [B, K]
     else:
-        if policy_logps is None or ref_logps is None:
-            raise ValueError("need policy_logps and ref_logps, or logratios")
-        lp, valid = _to_padded(policy_logps, "policy_logps")
-        ref, _ = _to_padded(ref_logps, "ref_logps", like=lp)
-        if ref.shape != lp.shape:
-            raise ValueError("policy_logps and ref_logps must have the same list structure")
-        lr = lp - ref.detach()
-    psi, psi_valid = _to_padded(scores, "scores", like=lr)
-    if psi.shape != lr.shape:
-        raise ValueError(f"scores shape {tuple(psi.shape)} != log-prob shape {tuple(lr.shape)}")
-    valid = valid & psi_valid
-    if mask is not None:
-        if mask.shape != lr.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(lr.shape)}")
-        valid = valid & mask.to(device=lr.device, dtype=torch.bool)
-    psi = psi.detach().to(lr.dtype)
+        valid = mask.to(device=lr.device, dtype=torch.bool)  # [B, K]
+    psi = scores.detach().to(lr.dtype)  # [B, K]
 
     # Zero padding entries so garbage (e.g. -inf) there cannot create NaNs.
-    s = torch.where(valid, beta * lr, torch.zeros_like(lr))
-    psi = torch.where(valid, psi, torch.zeros_like(psi))
+    s = torch.where(valid, beta * lr, torch.zeros_like(lr))  # [B, K]
+    psi = torch.where(valid, psi, torch.zeros_like(psi))  # [B, K]
 
     # pair[b, i, j]: entry i is labelled strictly better than entry j.
-    vv = valid[:, :, None] & valid[:, None, :]
-    pair = vv & (psi[:, :, None] > psi[:, None, :])
+    vv = valid[:, :, None] & valid[:, None, :]  # [B, K, K]
+    pair = vv & (psi[:, :, None] > psi[:, None, :])  # [B, K, K]
 
     if weighting == "uniform":
-        lam = pair.to(s.dtype)
+        lam = pair.to(s.dtype)  # [B, K, K]
     else:
-        lam = _lambda_weights(s.detach(), psi, valid) * pair.to(s.dtype)
+        lam = _lambda_weights(s.detach(), psi, valid) * pair.to(s.dtype)  # [B, K, K]
 
-    diff = s[:, :, None] - s[:, None, :]
-    pair_losses = F.softplus(-diff)  # -log sigma(s_i - s_j)
-    weight_sum = lam.sum(dim=(1, 2))
-    has_pairs = weight_sum > 0
+    diff = s[:, :, None] - s[:, None, :]  # [B, K, K]
+    pair_losses = F.softplus(-diff)  # [B, K, K]: -log sigma(s_i - s_j)
+    weight_sum = lam.sum(dim=(1, 2))  # [B]
+    has_pairs = weight_sum > 0  # [B]
     if has_pairs.any():
-        per_list = (lam * pair_losses).sum(dim=(1, 2)) / weight_sum.clamp_min(torch.finfo(s.dtype).tiny)
+        per_list = (lam * pair_losses).sum(dim=(1, 2)) / weight_sum.clamp_min(torch.finfo(s.dtype).tiny)  # [B]
         loss = per_list[has_pairs].mean()
     else:
         # No ordered pair anywhere: zero loss that is still connected to the
         # graph, so backward() is a no-op instead of an error.
         loss = (s * 0.0).sum()
 
-    metrics = _tpo_metrics(s.detach(), psi, valid, has_pairs, None if lp is None else lp.detach())
+    metrics = _tpo_metrics(s.detach(), psi, valid, has_pairs, None if policy_logps is None else policy_logps.detach())
     return LossOutput(loss=loss, metrics=metrics)
 
 
 def _lambda_weights(s: torch.Tensor, psi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Unmasked LiPO-lambda weights ``|G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)|``, [B, K, K]."""
     k = s.shape[1]
-    idx = torch.arange(k, device=s.device)
-    s_i, s_j = s[:, :, None], s[:, None, :]
-    p_i, p_j = psi[:, :, None], psi[:, None, :]
+    idx = torch.arange(k, device=s.device)  # [K]
+    s_i, s_j = s[:, :, None], s[:, None, :]  # [B, K, 1], [B, 1, K]
+    p_i, p_j = psi[:, :, None], psi[:, None, :]  # [B, K, 1], [B, 1, K]
     # ahead[b, i, j]: valid entry j is ranked before i under the current s.
-    tie = s_j == s_i
+    tie = s_j == s_i  # [B, K, K]
     ahead = (s_j > s_i) | (tie & (p_j > p_i)) | (tie & (p_j == p_i) & (idx[None, None, :] < idx[None, :, None]))
-    ahead = ahead & valid[:, None, :]
-    tau = 1.0 + ahead.to(s.dtype).sum(dim=2)  # 1-based rank, [B, K]
-    inv_d = 1.0 / torch.log2(1.0 + tau)
+    ahead = ahead & valid[:, None, :]  # [B, K, K]
+    tau = 1.0 + ahead.to(s.dtype).sum(dim=2)  # [B, K]: 1-based rank
+    inv_d = 1.0 / torch.log2(1.0 + tau)  # [B, K]
 
     big = torch.finfo(psi.dtype).max
-    lo = torch.where(valid, psi, torch.full_like(psi, big)).amin(dim=1, keepdim=True)
-    hi = torch.where(valid, psi, torch.full_like(psi, -big)).amax(dim=1, keepdim=True)
-    span = hi - lo
+    lo = torch.where(valid, psi, torch.full_like(psi, big)).amin(dim=1, keepdim=True)  # [B, 1]
+    hi = torch.where(valid, psi, torch.full_like(psi, -big)).amax(dim=1, keepdim=True)  # [B, 1]
+    span = hi - lo  # [B, 1]
     # A list with one label value has no pairs; avoid 0/0 there.
     psi_hat = torch.where(span > 0, (psi - lo) / span.clamp_min(torch.finfo(psi.dtype).tiny), torch.zeros_like(psi))
-    psi_hat = torch.where(valid, psi_hat, torch.zeros_like(psi_hat))
-    gain = torch.exp2(psi_hat) - 1.0
+    psi_hat = torch.where(valid, psi_hat, torch.zeros_like(psi_hat))  # [B, K]
+    gain = torch.exp2(psi_hat) - 1.0  # [B, K]
     return (gain[:, :, None] - gain[:, None, :]).abs() * (inv_d[:, :, None] - inv_d[:, None, :]).abs()
 
 
@@ -463,40 +389,29 @@ def tpo_step_weighted_scores(
     gradients flow only through ``rho``. Returns [B, K] (no beta; feed it to
     ``tpo_loss(..., logratios=...)``). A response with no valid step scores 0.
     """
-    if step_logratios.dim() != 3:
-        raise ValueError(f"step_logratios must be [B, K, S], got {tuple(step_logratios.shape)}")
-    if step_hidden.dim() != 4 or step_hidden.shape[:3] != step_logratios.shape:
-        raise ValueError(
-            f"step_hidden must be [B, K, S, H] matching step_logratios, got {tuple(step_hidden.shape)}"
-        )
-    if floor <= 0:
-        raise ValueError(f"floor must be > 0, got {floor}")
+    _check_step_args(step_logratios, step_hidden, step_mask, top_index, floor)
     b, k, _ = step_logratios.shape
     if step_mask is None:
-        step_mask = torch.ones(step_logratios.shape, dtype=torch.bool, device=step_logratios.device)
+        step_mask = torch.ones(step_logratios.shape, dtype=torch.bool, device=step_logratios.device)  # [B, K, S]
     else:
-        if step_mask.shape != step_logratios.shape:
-            raise ValueError(f"step_mask shape {tuple(step_mask.shape)} != {tuple(step_logratios.shape)}")
-        step_mask = step_mask.to(dtype=torch.bool, device=step_logratios.device)
+        step_mask = step_mask.to(dtype=torch.bool, device=step_logratios.device)  # [B, K, S]
 
-    hidden = step_hidden.detach().to(step_logratios.dtype)
+    hidden = step_hidden.detach().to(step_logratios.dtype)  # [B, K, S, H]
     if isinstance(top_index, torch.Tensor):
-        top = top_index.to(device=hidden.device, dtype=torch.long).reshape(b)
+        top = top_index.to(device=hidden.device, dtype=torch.long).reshape(b)  # [B]
     else:
-        if not 0 <= top_index < k:
-            raise ValueError(f"top_index {top_index} out of range for K={k}")
-        top = torch.full((b,), top_index, dtype=torch.long, device=hidden.device)
-    batch = torch.arange(b, device=hidden.device)
+        top = torch.full((b,), top_index, dtype=torch.long, device=hidden.device)  # [B]
+    batch = torch.arange(b, device=hidden.device)  # [B]
     top_hidden = hidden[batch, top]  # [B, S, H]
     top_mask = step_mask[batch, top]  # [B, S]
 
     cos = F.cosine_similarity(hidden, top_hidden[:, None], dim=-1, eps=1e-8)  # [B, K, S]
-    cos = torch.where(top_mask[:, None, :], cos, torch.zeros_like(cos))
-    w = (1.0 - cos + floor) * step_mask.to(cos.dtype)
+    cos = torch.where(top_mask[:, None, :], cos, torch.zeros_like(cos))  # [B, K, S]
+    w = (1.0 - cos + floor) * step_mask.to(cos.dtype)  # [B, K, S]
 
-    rho = torch.where(step_mask, step_logratios, torch.zeros_like(step_logratios))
-    num = (w * rho).sum(dim=-1)
-    den = w.sum(dim=-1)
+    rho = torch.where(step_mask, step_logratios, torch.zeros_like(step_logratios))  # [B, K, S]
+    num = (w * rho).sum(dim=-1)  # [B, K]
+    den = w.sum(dim=-1)  # [B, K]
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
@@ -543,7 +458,7 @@ def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     if rewards.dim() < 1 or rewards.shape[-1] < 2:
         raise ValueError(f"need at least 2 samples per prompt in the last dim, got shape {tuple(rewards.shape)}")
     n = rewards.shape[-1]
-    others_mean = (rewards.sum(dim=-1, keepdim=True) - rewards) / (n - 1)
+    others_mean = (rewards.sum(dim=-1, keepdim=True) - rewards) / (n - 1)  # [B, n]
     return rewards - others_mean
 
 
@@ -560,11 +475,10 @@ def policy_gradient_loss(
     ``kl`` is a per-sample KL estimate that must itself be differentiable
     w.r.t. the policy (e.g. k3 or an exact per-token KL summed over the
     sequence); the k1 log-ratio has zero expected gradient as a loss and
-    belongs in the reward instead.
+    belongs in the reward instead. ``logps``, ``advantages`` and ``kl`` are ``[N]`` (one per sample).
     """
-    advantages = _as_tensor(advantages, logps, "advantages").detach()
-    if kl_coef != 0.0 and kl is None:
-        raise ValueError("kl_coef != 0 needs a kl tensor")
+    advantages = _as_tensor(advantages, logps, "advantages").detach()  # [N]
+    _check_pg_args(logps, kl, kl_coef)
     pg = -(advantages * logps).mean()
     loss = pg
     metrics: dict[str, float] = {
@@ -573,8 +487,6 @@ def policy_gradient_loss(
         "logps/mean": logps.detach().float().mean().item(),
     }
     if kl is not None:
-        if kl.shape != logps.shape:
-            raise ValueError(f"kl shape {tuple(kl.shape)} != logps shape {tuple(logps.shape)}")
         kl_mean = kl.mean()
         loss = loss + kl_coef * kl_mean
         metrics["objective/kl"] = kl_mean.item()
@@ -582,5 +494,116 @@ def policy_gradient_loss(
 
 
 def length_normalised_nll(logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of each row's per-token NLL: `-mean(logps / counts)` (the RPO term; 0 tokens count as 1)."""
+    """Mean over rows of each row's per-token NLL: `-mean(logps / counts)` (the RPO term; 0 tokens count as 1).
+
+    `logps` (summed log-probs) and `counts` (token counts) are [B].
+    """
     return -(logps / counts.clamp(min=1)).mean()
+
+
+# ----------------------------------------------------------------------------
+# argument checks: one call at the top of each loss
+# ----------------------------------------------------------------------------
+
+
+def _check_pair_args(
+    beta: float,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> None:
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    _check_same_shape(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"log-prob tensors must share one shape, got {shapes}")
+    if next(iter(tensors.values())).numel() == 0:
+        raise ValueError("empty batch")
+
+
+def _check_dpo_args(
+    loss_type: str,
+    beta: float,
+    label_smoothing: float,
+    chosen_visits: TensorLike | None,
+    rejected_visits: TensorLike | None,
+    *logps: torch.Tensor,
+) -> None:
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; allowed values: {', '.join(DPO_LOSS_TYPES)}")
+    _check_pair_args(beta, *logps)
+    has_visits = chosen_visits is not None or rejected_visits is not None
+    if has_visits and (chosen_visits is None or rejected_visits is None):
+        raise ValueError("chosen_visits and rejected_visits must be given together")
+    if loss_type != "conservative" and (label_smoothing != 0.0 or has_visits):
+        raise ValueError("label_smoothing / visit counts require loss_type='conservative'")
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
+    if has_visits and label_smoothing != 0.0:
+        # Two sources of eps would be ambiguous; visit counts define it per pair.
+        raise ValueError("give either label_smoothing or visit counts, not both")
+
+
+def _check_list_args(
+    beta: float,
+    weighting: str,
+    policy_logps: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    scores: torch.Tensor,
+    mask: torch.Tensor | None,
+    logratios: torch.Tensor | None,
+) -> None:
+    if weighting not in TPO_WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; allowed values: {', '.join(TPO_WEIGHTINGS)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if logratios is None and (policy_logps is None or ref_logps is None):
+        raise ValueError("need policy_logps and ref_logps, or logratios")
+    inputs = {"logratios": logratios, "policy_logps": policy_logps,
+              "ref_logps": ref_logps if logratios is None else None, "scores": scores, "mask": mask}
+    inputs = {name: x for name, x in inputs.items() if x is not None}
+    first, shape = next(iter(inputs)), next(iter(inputs.values())).shape
+    for name, x in inputs.items():
+        if x.dim() != 2:
+            raise ValueError(f"{name} must be [B, K], got shape {tuple(x.shape)}")
+        if x.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, {first} {tuple(shape)}; they must match")
+
+
+def _check_step_args(
+    step_logratios: torch.Tensor,
+    step_hidden: torch.Tensor,
+    step_mask: torch.Tensor | None,
+    top_index: int | torch.Tensor,
+    floor: float,
+) -> None:
+    if step_logratios.dim() != 3:
+        raise ValueError(f"step_logratios must be [B, K, S], got {tuple(step_logratios.shape)}")
+    if step_hidden.dim() != 4 or step_hidden.shape[:3] != step_logratios.shape:
+        raise ValueError(
+            f"step_hidden must be [B, K, S, H] matching step_logratios, got {tuple(step_hidden.shape)}"
+        )
+    if floor <= 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    if step_mask is not None and step_mask.shape != step_logratios.shape:
+        raise ValueError(f"step_mask shape {tuple(step_mask.shape)} != {tuple(step_logratios.shape)}")
+    k = step_logratios.shape[1]
+    if not isinstance(top_index, torch.Tensor) and not 0 <= top_index < k:
+        raise ValueError(f"top_index {top_index} out of range for K={k}")
+
+
+def _check_pg_args(logps: torch.Tensor, kl: torch.Tensor | None, kl_coef: float) -> None:
+    if kl_coef != 0.0 and kl is None:
+        raise ValueError("kl_coef != 0 needs a kl tensor")
+    if kl is not None and kl.shape != logps.shape:
+        raise ValueError(f"kl shape {tuple(kl.shape)} != logps shape {tuple(logps.shape)}")

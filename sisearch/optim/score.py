@@ -28,7 +28,7 @@ from sisearch.data.correction_traces import CorrectionTrace
 from sisearch.engines.hf import HFEngine, HFEngineConfig
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, require_choice
 from sisearch.optim.logprobs import IGNORE, CompletionBatch, collate_completions, encode_prompt
 from sisearch.optim.losses import leave_one_out_advantages, policy_gradient_loss, score_shaped_rewards
 from sisearch.registry import register
@@ -47,9 +47,22 @@ class ScoreConfig(OptimizationConfig):
     samples_per_prompt: int = 4  # first attempts per problem (the leave-one-out group); one second attempt each
     temperature: float = 1.0
     max_new_tokens: int | None = None  # per attempt; None: the task's budget
-    reference: str = "copy"  # copy (a frozen copy) | adapters_disabled (LoRA)
+    reference: str = "copy"  # copy (a frozen copy of the policy entering the iteration) | adapters_disabled (LoRA)
     lr: float = 1e-4
     batch_size: int = 4  # problems per step
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError(
+                f"samples_per_prompt must be at least 2 (the leave-one-out baseline), got {self.samples_per_prompt}"
+            )
+        require_choice("reference", self.reference, SCORE_REFERENCES)
+        if not 0.0 <= self.stage1_fraction <= 1.0:
+            raise ValueError(f"stage1_fraction must be in [0, 1], got {self.stage1_fraction}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (on-policy sampling), got {self.temperature}")
+        if min(self.beta1, self.beta2, self.alpha) < 0:
+            raise ValueError("alpha, beta1 and beta2 must be >= 0")
 
 
 @dataclass
@@ -86,8 +99,8 @@ def sampled_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class ScoreModule(ObjectiveModule):
     def __init__(self, policy: Policy, cfg: ScoreConfig, task: Task, problems: dict[str, Problem],
                  total_steps: int, seed: int):
-        super().__init__(policy.model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg, self.task, self.problems, self.policy = cfg, task, problems, policy
+        super().__init__(policy.model, cfg, total_steps)
+        self.task, self.problems, self.policy = task, problems, policy
         self.stage1_steps = round(cfg.stage1_fraction * total_steps)
         self.engine = HFEngine(HFEngineConfig(seed=seed), policy)  # samples with the weights being trained
         # A frozen copy outside the module tree: Lightning neither trains nor re-modes it.
@@ -172,22 +185,9 @@ def unique_prompts(records: Sequence[CorrectionTrace]) -> list[Prompt]:
 @register("optimizer", "score", schema=ScoreConfig)
 class ScoreOptimizer(Optimizer):
     consumes = CorrectionTrace
-    #: the loop passes the task: this objective samples and checks answers while it trains
-    needs_task = True
+    needs_task = True  # it samples attempts and checks them with the task while it trains
 
     def __init__(self, cfg: ScoreConfig, task: Task | None = None):
-        if cfg.samples_per_prompt < 2:
-            raise ValueError(
-                f"optimizer 'score': samples_per_prompt must be at least 2 (the leave-one-out baseline), got {cfg.samples_per_prompt}"
-            )
-        if cfg.reference not in SCORE_REFERENCES:
-            raise ValueError(f"optimizer 'score': unknown reference '{cfg.reference}'; allowed: {', '.join(SCORE_REFERENCES)}")
-        if not 0.0 <= cfg.stage1_fraction <= 1.0:
-            raise ValueError(f"optimizer 'score': stage1_fraction must be in [0, 1], got {cfg.stage1_fraction}")
-        if cfg.temperature <= 0:
-            raise ValueError(f"optimizer 'score': temperature must be > 0 (on-policy sampling), got {cfg.temperature}")
-        if min(cfg.beta1, cfg.beta2, cfg.alpha) < 0:
-            raise ValueError("optimizer 'score': alpha, beta1 and beta2 must be >= 0")
         self.cfg = cfg
         self.task = task
 

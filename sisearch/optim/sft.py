@@ -49,7 +49,7 @@ def fit_sft(
     total = steps_for(len(encoded), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
     collate = partial(collate_completions, pad_id=tokenizer.pad_token_id, max_length=cfg.max_length)
     loader = seeded_loader(encoded, cfg.batch_size, collate, seed)
-    module = SFTModule(policy.model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total)
+    module = SFTModule(policy.model, cfg, total)
     return run_training(module, loader, trainer_cfg, total, policy.model)
 
 

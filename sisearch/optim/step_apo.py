@@ -24,10 +24,17 @@ from sisearch.registry import register
 @dataclass
 class StepAPOConfig(OptimizationConfig):
     name: str = "step_apo"
-    beta: float = 0.3
-    alpha: float = 1.0
-    nll_weight: float = 0.0
-    reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
+    beta: float = 0.3  # the scale of the implicit reward, as in dpo (CPL: 0.3)
+    alpha: float = 1.0  # weight of the Q gap Q_w - Q_l as a margin (CPL: 1; 0 is sigmoid DPO)
+    nll_weight: float = 0.0  # weight of the length-normalised NLL on the chosen step (as dpo's)
+    reference: str = "precomputed"  # precomputed (the policy entering the iteration) | adapters_disabled (LoRA)
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        check_nll_weight(self.nll_weight)
 
 
 @register("optimizer", "step_apo", schema=StepAPOConfig)
@@ -35,11 +42,6 @@ class StepAPOOptimizer(Optimizer):
     consumes = PreferencePair
 
     def __init__(self, cfg: StepAPOConfig):
-        if cfg.beta <= 0:
-            raise ValueError(f"optimizer 'step_apo': beta must be > 0, got {cfg.beta}")
-        if cfg.alpha < 0:
-            raise ValueError(f"optimizer 'step_apo': alpha must be >= 0, got {cfg.alpha}")
-        check_nll_weight("step_apo", cfg.nll_weight)
         self.cfg = cfg
         self.records: Sequence[PreferencePair] = ()
 

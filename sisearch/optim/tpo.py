@@ -19,7 +19,7 @@ import torch
 from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight, require_choice
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
 from sisearch.optim.losses import TPO_WEIGHTINGS, length_normalised_nll, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context
@@ -34,8 +34,15 @@ class TPOConfig(OptimizationConfig):
     adaptive_steps: bool = True  # step-weighted rewards from hidden-state similarity (TPO's adaptive step reward)
     step_weight_floor: float = 0.01  # weight of a step identical to the top response's
     nll_weight: float = 0.0  # length-normalised NLL on each list's top-ranked response (as `dpo`'s on chosen)
-    reference: str = "precomputed"  # precomputed | adapters_disabled (LoRA)
+    reference: str = "precomputed"  # precomputed (the policy entering the iteration) | adapters_disabled (LoRA)
     batch_size: int = 4  # lists per batch (each list is several sequences)
+
+    def __post_init__(self) -> None:
+        require_choice("weighting", self.weighting, TPO_WEIGHTINGS)
+        if self.beta <= 0 or self.step_weight_floor <= 0:
+            raise ValueError("beta and step_weight_floor must be > 0")
+        check_nll_weight(self.nll_weight)
+        require_choice("reference", self.reference, REFERENCES)
 
 
 @dataclass
@@ -152,26 +159,25 @@ def to_lists(values: torch.Tensor, batch: ListBatch, width: int, fill: float = 0
 
 
 class TPOModule(ObjectiveModule):
-    def __init__(self, model, cfg: TPOConfig, total_steps: int):
-        super().__init__(model, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.warmup_ratio, total_steps)
-        self.cfg = cfg
+    cfg: TPOConfig
 
     def training_step(self, batch: ListBatch, batch_idx: int) -> torch.Tensor:
+        # R rows (every response of every list) of S steps: logps and counts [R, S], hidden [R, S, H]
         logps, counts, hidden = policy_step_stats(self.model, batch, self.cfg.adaptive_steps)
-        ref = batch.ref_step_logps.to(logps)
-        width = max(len(s) for s in batch.scores)
-        scores = torch.tensor([s + [0.0] * (width - len(s)) for s in batch.scores], device=logps.device)
-        valid = torch.tensor([[k < len(s) for k in range(width)] for s in batch.scores], device=logps.device)
-        policy_logps = to_lists(logps.sum(-1), batch, width)
+        ref = batch.ref_step_logps.to(logps)  # [R, S]
+        width = max(len(s) for s in batch.scores)  # K: B lists of up to K responses
+        scores = torch.tensor([s + [0.0] * (width - len(s)) for s in batch.scores], device=logps.device)  # [B, K]
+        valid = torch.tensor([[k < len(s) for k in range(width)] for s in batch.scores], device=logps.device)  # [B, K]
+        policy_logps = to_lists(logps.sum(-1), batch, width)  # [B, K]
         if self.cfg.adaptive_steps:
-            step_mask = to_lists(counts > 0, batch, width, fill=False)
-            rho = to_lists((logps - ref) / counts.clamp(min=1), batch, width)
-            step_hidden = to_lists(hidden, batch, width)
-            top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1)
-            rewards = tpo_step_weighted_scores(rho, step_hidden, step_mask, top, self.cfg.step_weight_floor)
+            step_mask = to_lists(counts > 0, batch, width, fill=False)  # [B, K, S]
+            rho = to_lists((logps - ref) / counts.clamp(min=1), batch, width)  # [B, K, S]: mean log-ratio per step
+            step_hidden = to_lists(hidden, batch, width)  # [B, K, S, H]
+            top = scores.masked_fill(~valid, float("-inf")).argmax(dim=1)  # [B]
+            rewards = tpo_step_weighted_scores(rho, step_hidden, step_mask, top, self.cfg.step_weight_floor)  # [B, K]
             out = tpo_loss(policy_logps, None, scores, self.cfg.beta, self.cfg.weighting, mask=valid, logratios=rewards)
         else:
-            ref_logps = to_lists(ref.sum(-1), batch, width)
+            ref_logps = to_lists(ref.sum(-1), batch, width)  # [B, K]
             out = tpo_loss(policy_logps, ref_logps, scores, self.cfg.beta, self.cfg.weighting, mask=valid)
         loss, metrics = out.loss, dict(out.metrics)
         if self.cfg.nll_weight:
@@ -190,8 +196,6 @@ def top_response_nll(logps: torch.Tensor, counts: torch.Tensor, scores: torch.Te
 @torch.no_grad()
 def fill_reference_step_logps(policy: Policy, items: list[EncodedList], cfg: TPOConfig) -> None:
     """Reference log-probs per step, computed once before training with the policy as it enters the iteration."""
-    if cfg.reference not in REFERENCES:
-        raise ValueError(f"unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
     model = policy.model
     model.eval()
     with reference_context(policy, cfg.reference):
@@ -217,13 +221,6 @@ class TPOOptimizer(Optimizer):
     consumes = RankedList
 
     def __init__(self, cfg: TPOConfig):
-        if cfg.weighting not in TPO_WEIGHTINGS:
-            raise ValueError(f"optimizer 'tpo': unknown weighting '{cfg.weighting}'; allowed: {', '.join(TPO_WEIGHTINGS)}")
-        if cfg.beta <= 0 or cfg.step_weight_floor <= 0:
-            raise ValueError("optimizer 'tpo': beta and step_weight_floor must be > 0")
-        check_nll_weight("tpo", cfg.nll_weight)
-        if cfg.reference not in REFERENCES:
-            raise ValueError(f"optimizer 'tpo': unknown reference '{cfg.reference}'; allowed: {', '.join(REFERENCES)}")
         self.cfg = cfg
 
     def fit(self, policy: Policy, records: Sequence[RankedList], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sisearch.search.tree import Node
@@ -31,7 +32,17 @@ class Rewarder(ABC):
         """One score per item, higher is better."""
 
 
-def check_template_fields(template: str, allowed: tuple[str, ...] | list[str], what: str) -> None:
+# A rewarder's config checks its own values in `__post_init__`; a message there names the field, not the
+# component (`registry.to_typed` puts `rewarder 'name': ` in front).
+
+
+def require_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    """A schema's check: refuse a `value` that is not one of `allowed`, listing them."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(allowed)}")
+
+
+def check_template_fields(template: str, allowed: Sequence[str], what: str) -> None:
     """Refuse `{field}`s in a prompt template that the rewarder will not fill, naming the allowed ones."""
     names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     unknown = sorted(names - set(allowed))

@@ -23,23 +23,27 @@ def default_components() -> list[dict[str, Any]]:
 @dataclass
 class CompositeConfig:
     name: str = "composite"
+    # the summed rewarders: each a rewarder config (its name and any keys to override) plus its `weight`
     components: list[dict[str, Any]] = field(default_factory=default_components)
+
+    def __post_init__(self) -> None:
+        if not self.components:
+            raise ValueError("components is empty; list at least one {name, weight}")
+        for i, component in enumerate(self.components):
+            if "weight" not in component:
+                raise ValueError(f"component {i} ({component.get('name')}) has no 'weight'")
+            if component.get("name") == "composite":
+                raise ValueError("a component cannot itself be 'composite'")
 
 
 @registry.register("rewarder", "composite", schema=CompositeConfig)
 class CompositeRewarder(Rewarder):
     def __init__(self, cfg: CompositeConfig, task: Task, engine=None, **deps):
-        if not cfg.components:
-            raise ValueError("rewarder 'composite': components is empty; list at least one {name, weight}")
         self.cfg = cfg
         self.parts: list[tuple[str, float, Rewarder]] = []
         for i, component in enumerate(cfg.components):
             component = dict(component)
-            if "weight" not in component:
-                raise ValueError(f"rewarder 'composite': component {i} ({component.get('name')}) has no 'weight'")
             weight = float(component.pop("weight"))
-            if component.get("name") == "composite":
-                raise ValueError("rewarder 'composite': a component cannot itself be 'composite'")
             rewarder = registry.build("rewarder", component, task=task, engine=engine, **deps)
             self.parts.append((f"{i}:{component['name']}", weight, rewarder))
         self.uses_gold = any(r.uses_gold for _, _, r in self.parts)

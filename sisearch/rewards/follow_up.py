@@ -21,8 +21,8 @@ CONTEXT_FIELDS = ("question", "prompt", "solution")
 @dataclass
 class FollowUpCategory:
     name: str = "category"
-    positive: list[str] = field(default_factory=list)
-    negative: list[str] = field(default_factory=list)
+    positive: list[str] = field(default_factory=list)  # follow-ups that a good response makes likely
+    negative: list[str] = field(default_factory=list)  # follow-ups that a good response makes unlikely
 
 
 def default_categories() -> list[FollowUpCategory]:
@@ -42,24 +42,25 @@ class FollowUpConfig:
     # a list (not a mapping) so that an override replaces the defaults rather than merging into them
     categories: list[FollowUpCategory] = field(default_factory=default_categories)
 
+    def __post_init__(self) -> None:
+        if not self.categories:
+            raise ValueError("needs at least one category of follow-ups")
+        names_seen = [c.name for c in self.categories]
+        if len(set(names_seen)) != len(names_seen):
+            raise ValueError(f"category names repeat: {names_seen}")
+        for cat in self.categories:
+            if not cat.positive or not cat.negative:
+                raise ValueError(f"category '{cat.name}' needs positive and negative follow-ups")
+            if any(not f for f in cat.positive + cat.negative):
+                raise ValueError(f"category '{cat.name}' has an empty follow-up")
+        check_template_fields(self.context_template, CONTEXT_FIELDS, "unknown context")
+
 
 @register("rewarder", "follow_up", schema=FollowUpConfig)
 class FollowUpRewarder(Rewarder):
     uses_gold = False
 
     def __init__(self, cfg: FollowUpConfig, task: Task, engine=None, **_):
-        if not cfg.categories:
-            raise ValueError("rewarder 'follow_up': needs at least one category of follow-ups")
-        names_seen = [c.name for c in cfg.categories]
-        if len(set(names_seen)) != len(names_seen):
-            raise ValueError(f"rewarder 'follow_up': category names repeat: {names_seen}")
-        for cat in cfg.categories:
-            name = cat.name
-            if not cat.positive or not cat.negative:
-                raise ValueError(f"rewarder 'follow_up': category '{name}' needs positive and negative follow-ups")
-            if any(not f for f in cat.positive + cat.negative):
-                raise ValueError(f"rewarder 'follow_up': category '{name}' has an empty follow-up")
-        check_template_fields(cfg.context_template, CONTEXT_FIELDS, "rewarder 'follow_up': unknown context")
         if engine is None:
             raise ValueError("rewarder 'follow_up' needs the policy's engine")
         self.cfg, self.task, self.engine = cfg, task, engine

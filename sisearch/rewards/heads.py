@@ -65,6 +65,9 @@ class HeadTrainConfig:
 
 
 STEP_LABELS = ("mc_soft", "mc_hard", "exact")
+# A head trains on a cosine schedule with 5% warmup, whatever its HeadTrainConfig.
+HEAD_SCHEDULE = "cosine"
+HEAD_WARMUP_RATIO = 0.05
 
 
 @dataclass
@@ -162,18 +165,18 @@ def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> li
 class HeadModule(ObjectiveModule):
     """Head BCE (outcome_rm_loss or prm_step_loss) plus an optional joint LM loss on the solution tokens."""
 
-    def __init__(self, model: ValueHeadModel, kind: str, lm_coef: float, head_lr: float, **kwargs):
-        super().__init__(model, **kwargs)
-        self.kind, self.lm_coef, self.head_lr = kind, lm_coef, head_lr
+    def __init__(self, model: ValueHeadModel, kind: str, cfg: HeadTrainConfig, total_steps: int):
+        super().__init__(model, cfg, total_steps)
+        self.kind = kind
 
     def configure_optimizers(self):
         groups = [
-            {"params": [p for p in self.model.backbone.parameters() if p.requires_grad], "lr": self.lr},
-            {"params": list(self.model.head.parameters()), "lr": self.head_lr},
+            {"params": [p for p in self.model.backbone.parameters() if p.requires_grad], "lr": self.cfg.lr},
+            {"params": list(self.model.head.parameters()), "lr": self.cfg.head_lr},
         ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.weight_decay)
-        warmup = int(self.warmup_ratio * self.total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.schedule, warmup, self.total_steps))
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.cfg.weight_decay)
+        warmup = int(HEAD_WARMUP_RATIO * self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(HEAD_SCHEDULE, warmup, self.total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def training_step(self, batch: HeadBatch, batch_idx: int) -> torch.Tensor:
@@ -184,9 +187,9 @@ class HeadModule(ObjectiveModule):
             head_loss = prm_step_loss(values, batch.targets, batch.mask)
         loss = head_loss
         metrics = {"head_loss": float(head_loss.detach())}
-        if self.lm_coef > 0:
+        if self.cfg.lm_coef > 0:
             lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.lm_labels[:, 1:].flatten(), ignore_index=-100)
-            loss = loss + self.lm_coef * lm
+            loss = loss + self.cfg.lm_coef * lm
             metrics["lm_loss"] = float(lm.detach())
         return self.record(loss, metrics)
 
@@ -290,10 +293,7 @@ def train_head(
         trainer_cfg = TrainerConfig(accelerator=accelerator, progress_bar=cfg.progress)
     total = steps_for(len(rows), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
     loader = seeded_loader(rows, cfg.batch_size, partial(collate_heads, kind=kind, pad_id=head.tokenizer.pad_token_id), cfg.seed)
-    module = HeadModule(
-        head.model, kind, cfg.lm_coef, cfg.head_lr, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule="cosine",
-        warmup_ratio=0.05, total_steps=total,
-    )
+    module = HeadModule(head.model, kind, cfg, total)
     torch.manual_seed(cfg.seed)
     metrics = run_training(module, loader, trainer_cfg, total, head.model)
     head.model.eval()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.rewards.base import Rewarder, ScoreItem, require_choice
 from sisearch.rewards.heads import HeadTrainConfig
 from sisearch.rewards.labelling import LabelledSolution, as_solutions, fit_new_head, obtain_head
 from sisearch.search.tree import Tree
@@ -25,7 +25,7 @@ ORM_MODES = ("verifier", "trained")
 @dataclass
 class ORMConfig:
     name: str = "orm"
-    mode: str = "verifier"
+    mode: str = "verifier"  # verifier (the task's checker: reads the gold answer) | trained (an outcome reward model)
     # verifier: also require every step to be right (tasks with per-step truth, such as arith)
     strict: bool = False
     correct: float = 1.0
@@ -36,14 +36,15 @@ class ORMConfig:
     path: str | None = None
     # trained: with no head at `path`, train one at construction from the policy's samples (else fail)
     train_if_missing: bool = True
-    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # trained: how a missing head is trained
+
+    def __post_init__(self) -> None:
+        require_choice("mode", self.mode, ORM_MODES)
 
 
 @register("rewarder", "orm", schema=ORMConfig)
 class ORMRewarder(Rewarder):
     def __init__(self, cfg: ORMConfig, task: Task, engine=None, **_):
-        if cfg.mode not in ORM_MODES:
-            raise ValueError(f"rewarder 'orm': unknown mode '{cfg.mode}'; allowed: {', '.join(ORM_MODES)}")
         self.cfg, self.task, self.engine = cfg, task, engine
         self.uses_gold = cfg.mode == "verifier"
         self.head = None

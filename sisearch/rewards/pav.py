@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from sisearch.engines.hf import HFEngine, HFEngineConfig
 from sisearch.models.policy import load_policy
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.rewards.base import Rewarder, ScoreItem, require_choice
 from sisearch.rewards.heads import HeadTrainConfig
 from sisearch.rewards.labelling import PrefixQuery, obtain_head, rollout_successes
 from sisearch.rewards.scoring import best_of_k_value, pav_step_rewards, prover_success_estimate
@@ -40,18 +40,28 @@ class PAVConfig:
     name: str = "pav"
     alpha: float = 1.0  # weight of the prover's advantage (not recovered from the paper: sweep it, e.g. 0.5-5)
     rollouts: int = 8  # Monte-Carlo completions per prefix
-    temperature: float = 1.0
-    prover: str = "best_of_k"  # policy | best_of_k | model
+    temperature: float = 1.0  # of the rollouts
+    prover: str = "best_of_k"  # policy | best_of_k (mu = Bo-K(pi)) | model (another model directory)
     k: int = 4  # best_of_k: K (Bo4 was best for a small base)
     prover_path: str | None = None  # model: the prover's HF model directory
-    prover_device: str = "auto"
+    prover_device: str = "auto"  # model: where the prover's model runs
     seed: int = 0  # the prover engine's sampling seed
-    estimator: str = "rollouts"  # rollouts | trained
+    estimator: str = "rollouts"  # rollouts (Monte-Carlo: reads the gold answer) | trained (verifier heads)
     # trained: heads' locations (null: cache paths keyed by model, task and settings), training when missing
     path: str | None = None
     prover_head_path: str | None = None
     train_if_missing: bool = True
-    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # trained: labels must be mc_soft (values)
+
+    def __post_init__(self) -> None:
+        require_choice("estimator", self.estimator, ESTIMATORS)
+        require_choice("prover", self.prover, PROVERS)
+        if self.rollouts < 1 or self.k < 1:
+            raise ValueError(f"rollouts and k must be at least 1, got {self.rollouts} and {self.k}")
+        if self.prover == "model" and not self.prover_path:
+            raise ValueError("prover=model needs prover_path (an HF model directory)")
+        if self.estimator == "trained" and self.train.labels != "mc_soft":
+            raise ValueError("trained verifiers estimate values, so train.labels must be mc_soft")
 
 
 def values_around_last_step(head, prompts: list[str], steps: list[list[str]]) -> tuple[list[float], list[float]]:
@@ -68,25 +78,15 @@ class PAVRewarder(Rewarder):
     uses_gold = True
 
     def __init__(self, cfg: PAVConfig, task: Task, engine=None, **_):
-        if cfg.estimator not in ESTIMATORS:
-            raise ValueError(f"rewarder 'pav': unknown estimator '{cfg.estimator}'; allowed: {', '.join(ESTIMATORS)}")
-        if cfg.prover not in PROVERS:
-            raise ValueError(f"rewarder 'pav': unknown prover '{cfg.prover}'; allowed: {', '.join(PROVERS)}")
-        if cfg.rollouts < 1 or cfg.k < 1:
-            raise ValueError(f"rewarder 'pav': rollouts and k must be at least 1, got {cfg.rollouts} and {cfg.k}")
         if engine is None:
             raise ValueError("rewarder 'pav' needs the policy's engine for its rollouts")
         self.cfg, self.task, self.engine = cfg, task, engine
         self.prover_engine = None
         if cfg.prover == "model":
-            if not cfg.prover_path:
-                raise ValueError("rewarder 'pav': prover=model needs prover_path (an HF model directory)")
             self.prover_engine = HFEngine(HFEngineConfig(seed=cfg.seed), load_policy(cfg.prover_path, cfg.prover_device))
         self.uses_gold = cfg.estimator == "rollouts"
         self.head = self.prover_head = None
         if cfg.estimator == "trained":
-            if cfg.train.labels != "mc_soft":
-                raise ValueError("rewarder 'pav': trained verifiers estimate values, so train.labels must be mc_soft")
             self.head, _ = obtain_head("pav", "step", cfg.path, cfg.train_if_missing, cfg.train, task, engine)
             if self.prover_engine is not None:
                 self.prover_head, _ = obtain_head(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem
+from sisearch.rewards.base import Rewarder, ScoreItem, require_choice
 from sisearch.rewards.heads import HeadTrainConfig
 from sisearch.rewards.labelling import (
     LabelledSolution,
@@ -37,33 +37,28 @@ MC_LABELS = ("soft", "hard")
 @dataclass
 class PRMConfig:
     name: str = "prm"
-    mode: str = "trained"
-    aggregate: str = "min"  # min | prod | last | mean
+    mode: str = "trained"  # trained (a step-classifier head) | mc (Monte-Carlo labels: reads the gold answer)
+    aggregate: str = "min"  # min | prod | last | mean (min suits hard labels, last value-like soft ones)
     # mc: completions per step prefix, their temperature, and which Math-Shepherd label scores the step
     rollouts: int = 8
     temperature: float = 1.0
-    label: str = "soft"
+    label: str = "soft"  # soft (the fraction of completions correct) | hard (any correct)
     # trained: where the head lives (null: a cache path keyed by policy, task and training settings)
     path: str | None = None
-    train_if_missing: bool = True
-    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    train_if_missing: bool = True  # trained: with no head at `path`, train one at construction (else fail)
+    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # trained: how a missing head is trained
 
-
-def check_prm_config(cfg: PRMConfig) -> None:
-    if cfg.mode not in PRM_MODES:
-        raise ValueError(f"rewarder 'prm': unknown mode '{cfg.mode}'; allowed: {', '.join(PRM_MODES)}")
-    if cfg.aggregate not in AGGREGATION_MODES:
-        raise ValueError(f"rewarder 'prm': unknown aggregate '{cfg.aggregate}'; allowed: {', '.join(AGGREGATION_MODES)}")
-    if cfg.label not in MC_LABELS:
-        raise ValueError(f"rewarder 'prm': unknown label '{cfg.label}'; allowed: {', '.join(MC_LABELS)}")
-    if cfg.rollouts < 1:
-        raise ValueError(f"rewarder 'prm': rollouts must be at least 1, got {cfg.rollouts}")
+    def __post_init__(self) -> None:
+        require_choice("mode", self.mode, PRM_MODES)
+        require_choice("aggregate", self.aggregate, AGGREGATION_MODES)
+        require_choice("label", self.label, MC_LABELS)
+        if self.rollouts < 1:
+            raise ValueError(f"rollouts must be at least 1, got {self.rollouts}")
 
 
 @register("rewarder", "prm", schema=PRMConfig)
 class PRMRewarder(Rewarder):
     def __init__(self, cfg: PRMConfig, task: Task, engine=None, **_):
-        check_prm_config(cfg)
         if engine is None:
             raise ValueError("rewarder 'prm' needs an engine (rollouts or a head on the policy's backbone)")
         self.cfg, self.task, self.engine = cfg, task, engine

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields
+from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields, require_choice
 from sisearch.rewards.scoring import AGGREGATION_MODES, aggregate_step_scores, p_true_from_option_logprobs, _logsumexp
 from sisearch.tasks.base import Task
 
@@ -34,14 +34,22 @@ class SelfJudgeConfig:
     true_options: list[str] = field(default_factory=lambda: list("0123456789A"))
     false_options: list[str] = field(default_factory=lambda: ["W"])
     output: str = "p_true"  # p_true (in [0, 1]) | logit (lp_yes − lp_no)
-    per_step: bool = False
-    aggregate: str = "min"
+    per_step: bool = False  # true: judge after every step prefix and aggregate
+    aggregate: str = "min"  # per_step: min | prod | last | mean
+
+    def __post_init__(self) -> None:
+        require_choice("output", self.output, OUTPUTS)
+        require_choice("aggregate", self.aggregate, AGGREGATION_MODES)
+        if self.output == "logit" and self.aggregate == "prod":
+            raise ValueError("aggregate 'prod' needs output 'p_true' (probabilities)")
+        check_template_fields(self.template, TEMPLATE_FIELDS, "unknown template")
+        for option, forms in (("true_options", self.true_options), ("false_options", self.false_options)):
+            if not forms:
+                raise ValueError(f"option '{option}' needs at least one surface form")
 
 
 def option_token_ids(tokenizer, forms: list[str], option: str) -> list[int]:
     """The single token id of each surface form; a clear error if a form is not exactly one known token."""
-    if not forms:
-        raise ValueError(f"rewarder 'self_judge': option '{option}' needs at least one surface form")
     ids = []
     for form in forms:
         tokens = list(tokenizer(form, add_special_tokens=False).input_ids)
@@ -59,15 +67,6 @@ class SelfJudgeRewarder(Rewarder):
     uses_gold = False
 
     def __init__(self, cfg: SelfJudgeConfig, task: Task, engine=None, **_):
-        if cfg.output not in OUTPUTS:
-            raise ValueError(f"rewarder 'self_judge': unknown output '{cfg.output}'; allowed: {', '.join(OUTPUTS)}")
-        if cfg.aggregate not in AGGREGATION_MODES:
-            raise ValueError(
-                f"rewarder 'self_judge': unknown aggregate '{cfg.aggregate}'; allowed: {', '.join(AGGREGATION_MODES)}"
-            )
-        if cfg.output == "logit" and cfg.aggregate == "prod":
-            raise ValueError("rewarder 'self_judge': aggregate 'prod' needs output 'p_true' (probabilities)")
-        check_template_fields(cfg.template, TEMPLATE_FIELDS, "rewarder 'self_judge': unknown template")
         if engine is None:
             raise ValueError("rewarder 'self_judge' needs the policy's engine")
         self.cfg, self.task, self.engine = cfg, task, engine
