@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sisearch.search.checks import require_choice
+from sisearch.checks import require_choice
 from sisearch.search.tree import Node, Tree
 
 NODE_SETS = ("chosen_path", "all")

@@ -16,7 +16,7 @@ from sisearch.data.base import Builder
 from sisearch.data.outcome import finished
 from sisearch.data.records import register_record_type
 from sisearch.registry import register
-from sisearch.search.checks import require_at_least, require_text
+from sisearch.checks import require_at_least, require_text
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
 

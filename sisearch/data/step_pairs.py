@@ -23,7 +23,7 @@ from sisearch.data.branches import (
 )
 from sisearch.data.records import PreferencePair
 from sisearch.registry import register
-from sisearch.search.checks import require_at_least, require_choice
+from sisearch.checks import require_at_least, require_choice
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem
 

@@ -256,7 +256,6 @@ class VLLMEngine(Engine):
             raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        tokenizer = self.policy.tokenizer
         prompt_ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
         if not prompts or max_new_tokens == 0:
             return [[Sample("", [], [], "length", len(ids)) for _ in range(n)] for ids in prompt_ids]

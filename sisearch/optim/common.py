@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +103,6 @@ def adamw_with_schedule(
     warmup = int(warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def require_choice(what: str, value: str, allowed: Sequence[str]) -> None:
-    """A schema's check: refuse a `value` that is not one of `allowed`, listing them."""
-    if value not in allowed:
-        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(allowed)}")
 
 
 def check_nll_weight(weight: float) -> None:

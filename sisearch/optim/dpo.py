@@ -12,10 +12,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from sisearch.checks import require_choice
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight, require_choice
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
 from sisearch.optim.losses import DPO_LOSS_TYPES, LossOutput, dpo_loss, length_normalised_nll
 from sisearch.optim.pairs import PairBatch, collate_pairs, encode_pairs, fill_reference_logps, pair_logps
 from sisearch.registry import register

@@ -24,11 +24,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from sisearch.checks import require_choice
 from sisearch.data.correction_traces import CorrectionTrace
 from sisearch.engines.hf import HFEngine, HFEngineConfig
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, require_choice
+from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.logprobs import IGNORE, CompletionBatch, collate_completions, encode_prompt
 from sisearch.optim.losses import leave_one_out_advantages, policy_gradient_loss, score_shaped_rewards
 from sisearch.registry import register

@@ -16,10 +16,11 @@ from typing import Sequence
 
 import torch
 
+from sisearch.checks import require_choice
 from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
-from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight, require_choice
+from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
 from sisearch.optim.losses import TPO_WEIGHTINGS, length_normalised_nll, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context

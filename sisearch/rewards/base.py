@@ -36,12 +36,6 @@ class Rewarder(ABC):
 # component (`registry.to_typed` puts `rewarder 'name': ` in front).
 
 
-def require_choice(what: str, value: str, allowed: Sequence[str]) -> None:
-    """A schema's check: refuse a `value` that is not one of `allowed`, listing them."""
-    if value not in allowed:
-        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(allowed)}")
-
-
 def check_template_fields(template: str, allowed: Sequence[str], what: str) -> None:
     """Refuse `{field}`s in a prompt template that the rewarder will not fill, naming the allowed ones."""
     names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}

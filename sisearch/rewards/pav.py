@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sisearch.checks import require_choice
 from sisearch.engines.hf import HFEngine, HFEngineConfig
 from sisearch.models.policy import load_policy
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem, require_choice
+from sisearch.rewards.base import Rewarder, ScoreItem
 from sisearch.rewards.heads import HeadTrainConfig
 from sisearch.rewards.labelling import PrefixQuery, obtain_head, rollout_successes
 from sisearch.rewards.scoring import best_of_k_value, pav_step_rewards, prover_success_estimate

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from sisearch.checks import require_choice
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem, require_choice
+from sisearch.rewards.base import Rewarder, ScoreItem
 from sisearch.rewards.heads import HeadTrainConfig
 from sisearch.rewards.labelling import (
     LabelledSolution,

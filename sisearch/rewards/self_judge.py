@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sisearch.checks import require_choice
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields, require_choice
+from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields
 from sisearch.rewards.scoring import AGGREGATION_MODES, aggregate_step_scores, p_true_from_option_logprobs, _logsumexp
 from sisearch.tasks.base import Task
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sisearch.search.checks import require_choice
+from sisearch.checks import require_choice
 from sisearch.search.tree import Node
 
 ANSWER_RULES = ("highest_value", "majority", "weighted_vote")

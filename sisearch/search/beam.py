@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sisearch.registry import register
 from sisearch.search.answers import check_rule, choose_answer
 from sisearch.search.base import SearchGenerator, Searcher
-from sisearch.search.checks import require_at_least
+from sisearch.checks import require_at_least
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem

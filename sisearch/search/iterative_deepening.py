@@ -17,7 +17,7 @@ from typing import Any
 from sisearch.registry import register
 from sisearch.search.answers import check_rule
 from sisearch.search.base import SearchGenerator, Searcher
-from sisearch.search.checks import require_at_least, require_text
+from sisearch.checks import require_at_least, require_text
 from sisearch.search.requests import Expand, Score
 from sisearch.search.tree import Node, Tree
 from sisearch.tasks.base import Problem

@@ -1,4 +1,4 @@
-"""One-line value checks that the searchers' and builders' config schemas run in `__post_init__`.
+"""One-line value checks that component config schemas run in `__post_init__`.
 
 A message names the field, not the component: `registry.to_typed` puts `kind 'name': ` in front, once.
 """
