@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sisearch.checks import require_choice
 from sisearch.search.tree import Node, Tree
 
 NODE_SETS = ("chosen_path", "all")
+T = TypeVar("T")
 
 
 @dataclass
@@ -18,6 +21,7 @@ class Branch:
     text: str  # the child's step plus any forced continuation
     last: Node  # the node the text ends at
     complete: bool  # whether the text ends the solution (EOS is then part of what is scored)
+    ids: list[int] | None = None  # the text's sampled token ids (None where unknown)
 
 
 def is_complete(node: Node) -> bool:
@@ -27,11 +31,14 @@ def is_complete(node: Node) -> bool:
 
 def branch(child: Node, extend: bool) -> Branch:
     """The child's step, extended through a chain of only-children when `extend` (MCTS-DPO's candidate text)."""
-    text, last = child.step, child
+    text, last, nodes = child.step, child, [child]
     while extend and len(last.children) == 1:
         last = last.children[0]
         text += last.step
-    return Branch(child, text, last, is_complete(last))
+        nodes.append(last)
+    known = all(n.token_ids or not n.step for n in nodes)
+    ids = [t for n in nodes for t in n.token_ids] if known else None
+    return Branch(child, text, last, is_complete(last), ids)
 
 
 def check_node_set(which: str) -> None:
@@ -76,8 +83,9 @@ def chosen_is_correct(tree: Tree) -> bool:
     return end is not None and end.verdict is not None and end.verdict.correct
 
 
-def split_common_prefix(a: str, b: str) -> tuple[str, str, str]:
-    """(shared prefix, rest of a, rest of b), leaving at least one character on each side.
+def split_common_prefix(a: Sequence[T], b: Sequence[T]) -> tuple[Sequence[T], Sequence[T], Sequence[T]]:
+    """(shared prefix, rest of a, rest of b) of two texts or token-id lists, leaving at least one element
+    (character or token) on each side.
 
     Tokens before the first difference have identical contexts in both sequences, so their log-ratios
     cancel in the DPO margin; moving them into the prompt makes the scored suffix exactly the difference.

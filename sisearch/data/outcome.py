@@ -23,6 +23,11 @@ def finished(tree: Tree) -> tuple[list[Node], list[Node]]:
     return correct, incorrect
 
 
+def solution_ids(tree: Tree, node: Node) -> list[int] | None:
+    """The sampled token ids of a finished solution, when the tree has them."""
+    return node.state_ids() if tree.prompt_ids is not None else None
+
+
 @dataclass
 class CorrectSamplesConfig:
     name: str = "correct_samples"
@@ -43,7 +48,12 @@ class CorrectSamples(Builder):
         for tree in trees:
             correct, _ = finished(tree)
             for node in correct[: self.cfg.max_per_problem]:
-                examples.append(SFTExample(tree.problem_id, tree.prompt, node.state, {"value": node.value}))
+                examples.append(
+                    SFTExample(
+                        tree.problem_id, tree.prompt, node.state, {"value": node.value},
+                        prompt_ids=tree.prompt_ids, completion_ids=solution_ids(tree, node),
+                    )
+                )
         return examples
 
 
@@ -69,10 +79,14 @@ class OutcomePairs(Builder):
             correct, incorrect = finished(tree)
             count = min(self.cfg.pairs_per_problem, len(correct), len(incorrect))
             for chosen, rejected in zip(rng.sample(correct, count), rng.sample(incorrect, count)):
+                chosen_ids, rejected_ids = solution_ids(tree, chosen), solution_ids(tree, rejected)
+                exact = chosen_ids is not None and rejected_ids is not None
                 pairs.append(
                     PreferencePair(
                         tree.problem_id, tree.prompt, chosen.state, rejected.state,
                         chosen_value=chosen.value, rejected_value=rejected.value,
+                        prompt_ids=tree.prompt_ids if exact else None, chosen_ids=chosen_ids if exact else None,
+                        rejected_ids=rejected_ids if exact else None,
                     )
                 )
         return pairs

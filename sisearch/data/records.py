@@ -18,6 +18,9 @@ class SFTExample:
     prompt: str
     completion: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # token-exact: the ids the engine read and sampled (None: the optimizer tokenizes the text)
+    prompt_ids: list[int] | None = None
+    completion_ids: list[int] | None = None
 
 
 @dataclass
@@ -26,6 +29,10 @@ class PreferencePair:
 
     `prompt` is the whole context (the task prompt plus any shared solution prefix); only the continuations'
     tokens enter the loss. Values and visit counts are filled in by searchers that have them.
+
+    Token-exact records also carry the ids the engine read and sampled; the optimizer scores those ids, cut
+    into prompt and continuations at the first differing token. The texts are the same continuations for
+    reading (their cut is at the first differing character, which can lie a few characters off).
     """
 
     problem_id: str
@@ -40,6 +47,9 @@ class PreferencePair:
     chosen_complete: bool = True
     rejected_complete: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
+    prompt_ids: list[int] | None = None  # None: the optimizer tokenizes the texts
+    chosen_ids: list[int] | None = None
+    rejected_ids: list[int] | None = None
 
 
 RECORD_TYPES: dict[str, type] = {"sft": SFTExample, "pair": PreferencePair}

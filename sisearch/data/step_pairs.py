@@ -41,6 +41,14 @@ def make_pair(
     if trim:
         shared, chosen_text, rejected_text = split_common_prefix(chosen_text, rejected_text)
         prompt += shared
+    context = parent.state_ids() if tree.prompt_ids is not None else None
+    ids: dict[str, list[int] | None] = {"prompt_ids": None, "chosen_ids": None, "rejected_ids": None}
+    if context is not None and chosen.ids is not None and rejected.ids is not None:
+        shared_ids, chosen_ids, rejected_ids = chosen.ids[:0], chosen.ids, rejected.ids
+        if trim:  # at the first differing token: what the engine sampled, not a re-tokenization
+            shared_ids, chosen_ids, rejected_ids = split_common_prefix(chosen.ids, rejected.ids)
+        ids = {"prompt_ids": tree.prompt_ids + context + list(shared_ids), "chosen_ids": list(chosen_ids),
+               "rejected_ids": list(rejected_ids)}
     return PreferencePair(
         problem_id=tree.problem_id,
         prompt=prompt,
@@ -53,6 +61,7 @@ def make_pair(
         chosen_complete=chosen.complete,
         rejected_complete=rejected.complete,
         metadata={"source": source, "depth": parent.depth, "q_gap": chosen_value - rejected_value},
+        **ids,
     )
 
 

@@ -12,12 +12,28 @@ IGNORE = -100
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    return list(tokenizer(prompt).input_ids)
+    # A chat template writes the BOS token into the text itself; adding another would double it.
+    bos = tokenizer.bos_token
+    return list(tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos))).input_ids)
 
 
 def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str, append_eos: bool) -> list[int]:
     ids = list(tokenizer(completion, add_special_tokens=False).input_ids)
     return ids + [tokenizer.eos_token_id] if append_eos else ids
+
+
+def prompt_tokens(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int] | None) -> list[int]:
+    """A record's prompt ids: the ones the engine read when the record has them (token-exact), else the text's."""
+    return list(ids) if ids is not None else encode_prompt(tokenizer, text)
+
+
+def completion_tokens(
+    tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int] | None, append_eos: bool
+) -> list[int]:
+    """A record's completion ids: the sampled ones when it has them, else the text's; then EOS if it ends there."""
+    if ids is None:
+        return encode_completion(tokenizer, text, append_eos)
+    return list(ids) + [tokenizer.eos_token_id] if append_eos else list(ids)
 
 
 @dataclass

@@ -10,7 +10,13 @@ import torch
 
 from sisearch.data.records import PreferencePair
 from sisearch.models.policy import Policy
-from sisearch.optim.logprobs import CompletionBatch, collate_completions, completion_logps, encode_completion, encode_prompt
+from sisearch.optim.logprobs import (
+    CompletionBatch,
+    collate_completions,
+    completion_logps,
+    completion_tokens,
+    prompt_tokens,
+)
 
 # Reference log-probs are always computed once, before training: from the policy as it enters the
 # iteration ("precomputed"), or from its base weights with the LoRA adapters switched off.
@@ -44,9 +50,9 @@ def encode_pairs(policy: Policy, pairs: Sequence[PreferencePair]) -> list[Encode
     tokenizer = policy.tokenizer
     encoded = []
     for i, pair in enumerate(pairs):
-        prompt = encode_prompt(tokenizer, pair.prompt)
-        chosen = encode_completion(tokenizer, pair.chosen, append_eos=pair.chosen_complete)
-        rejected = encode_completion(tokenizer, pair.rejected, append_eos=pair.rejected_complete)
+        prompt = prompt_tokens(tokenizer, pair.prompt, pair.prompt_ids)
+        chosen = completion_tokens(tokenizer, pair.chosen, pair.chosen_ids, append_eos=pair.chosen_complete)
+        rejected = completion_tokens(tokenizer, pair.rejected, pair.rejected_ids, append_eos=pair.rejected_complete)
         encoded.append(EncodedPair(i, (prompt, chosen), (prompt, rejected)))
     return encoded
 

@@ -16,8 +16,8 @@ from sisearch.optim.logprobs import (
     IGNORE,
     CompletionBatch,
     collate_completions,
-    encode_completion,
-    encode_prompt,
+    completion_tokens,
+    prompt_tokens,
 )
 from sisearch.registry import register
 
@@ -41,11 +41,17 @@ class SFTModule(ObjectiveModule):
 
 
 def fit_sft(
-    policy: Policy, pairs: Sequence[tuple[str, str]], cfg: SFTConfig, trainer_cfg: TrainerConfig, seed: int
+    policy: Policy, pairs: Sequence[tuple[str, str] | SFTExample], cfg: SFTConfig, trainer_cfg: TrainerConfig, seed: int
 ) -> dict[str, float]:
-    """Fine-tune `policy` in place on (prompt, completion) pairs; EOS is appended to each completion."""
+    """Fine-tune `policy` in place on (prompt, completion) texts or SFT records (their sampled ids when they
+    have them); EOS is appended to each completion."""
     tokenizer = policy.tokenizer
-    encoded = [(encode_prompt(tokenizer, p), encode_completion(tokenizer, c, append_eos=True)) for p, c in pairs]
+    records = [SFTExample("", *p) if isinstance(p, tuple) else p for p in pairs]
+    encoded = [
+        (prompt_tokens(tokenizer, r.prompt, r.prompt_ids),
+         completion_tokens(tokenizer, r.completion, r.completion_ids, append_eos=True))
+        for r in records
+    ]
     total = steps_for(len(encoded), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
     collate = partial(collate_completions, pad_id=tokenizer.pad_token_id, max_length=cfg.max_length)
     loader = seeded_loader(encoded, cfg.batch_size, collate, seed)
@@ -61,4 +67,4 @@ class SFTOptimizer(Optimizer):
         self.cfg = cfg
 
     def fit(self, policy: Policy, records: Sequence[SFTExample], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
-        return fit_sft(policy, [(r.prompt, r.completion) for r in records], self.cfg, trainer_cfg, seed)
+        return fit_sft(policy, records, self.cfg, trainer_cfg, seed)

@@ -84,7 +84,8 @@ class Scheduler:
         self.searcher, self.ctx = searcher, ctx
 
     def run(self, problems: list[Problem]) -> list[Tree]:
-        trees = [Tree(problem_id=p.id, prompt=self.ctx.task.prompt(p)) for p in problems]
+        prompts = [self.ctx.task.prompt(p) for p in problems]
+        trees = [Tree(problem_id=p.id, prompt=x, prompt_ids=self.ctx.engine.encode(x)) for p, x in zip(problems, prompts)]
         with progress_task("search (problems)", total=len(problems), enabled=self.ctx.progress) as bar:
             run = SearchRun(self.searcher, problems, trees, bar)
             run.start()
@@ -115,7 +116,7 @@ class Scheduler:
         if budget is None:
             budget = task.max_new_tokens if key.whole else self.ctx.step_max_new_tokens
         stop = None if key.whole else [task.step_delimiter]
-        prompts = [run.trees[slot.problem].prompt + requests[slot].node.state for slot in slots]
+        prompts = [run.trees[slot.problem].context(requests[slot].node) for slot in slots]
         outputs = self.ctx.engine.generate(
             prompts, n=key.n, max_new_tokens=budget, temperature=key.temperature, stop=stop
         )

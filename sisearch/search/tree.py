@@ -48,6 +48,9 @@ class Node:
     q: float = 0.0
     terminal: bool = False
     verdict: Verdict | None = None
+    # the step's token ids as the engine sampled them (without a final EOS, like `step`); [] where the step
+    # was not sampled (a searcher's inserted trigger) or the engine takes text only
+    token_ids: list[int] = field(default_factory=list)
     children: list["Node"] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     parent: "Node | None" = field(default=None, repr=False, compare=False)
@@ -75,6 +78,15 @@ class Node:
     def steps(self) -> list[str]:
         return [n.step for n in self.path()]
 
+    def state_ids(self) -> list[int] | None:
+        """The token ids of `state` as they were sampled; None where a step's ids are unknown."""
+        ids: list[int] = []
+        for node in self.path():
+            if node.step and not node.token_ids:
+                return None
+            ids += node.token_ids
+        return ids
+
     def walk(self) -> Iterator["Node"]:
         yield self
         for child in self.children:
@@ -92,6 +104,7 @@ class Node:
             "q": self.q,
             "terminal": self.terminal,
             "verdict": None if self.verdict is None else asdict(self.verdict),
+            "token_ids": self.token_ids,
             "metadata": self.metadata,
             "children": [c.to_dict() for c in self.children],
         }
@@ -110,6 +123,7 @@ class Node:
             q=data["q"],
             terminal=data["terminal"],
             verdict=None if verdict is None else Verdict(**verdict),
+            token_ids=data.get("token_ids", []),
             metadata=data.get("metadata", {}),
         )
         for child in data.get("children", []):
@@ -124,6 +138,7 @@ class Tree:
     problem_id: str
     prompt: str
     root: Node = field(default_factory=Node)
+    prompt_ids: list[int] | None = None  # the prompt as the engine tokenized it (None: a text-only engine)
     answer: str | None = None  # the searcher's final answer, chosen by its answer rule
     chosen: Node | None = None  # the terminal node the answer came from, if any
     cost: Cost = field(default_factory=Cost)
@@ -131,6 +146,15 @@ class Tree:
 
     def terminals(self) -> list[Node]:
         return [n for n in self.root.walk() if n.terminal]
+
+    def context(self, node: Node) -> str | list[int]:
+        """What the engine continues from at `node`: the sampled token ids when known, else the text.
+
+        Re-tokenizing prompt + state could split differently from what was sampled (BPE merges across a
+        step boundary), so a search continues from the ids, and training scores the same ids.
+        """
+        ids = node.state_ids() if self.prompt_ids is not None else None
+        return self.prompt + node.state if ids is None else self.prompt_ids + ids
 
     def nodes(self) -> list[Node]:
         return list(self.root.walk())
@@ -147,6 +171,7 @@ class Tree:
         return {
             "problem_id": self.problem_id,
             "prompt": self.prompt,
+            "prompt_ids": self.prompt_ids,
             "answer": self.answer,
             "chosen_index": self._index_of(self.chosen),  # pre-order index, so the link survives JSON
             "cost": asdict(self.cost),
@@ -159,6 +184,7 @@ class Tree:
         tree = cls(
             problem_id=data["problem_id"],
             prompt=data["prompt"],
+            prompt_ids=data.get("prompt_ids"),
             root=Node.from_dict(data["root"]),
             answer=data.get("answer"),
             cost=Cost(**data["cost"]),

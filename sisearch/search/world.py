@@ -31,11 +31,13 @@ def make_child(
         terminal = (
             sample.finish_reason == "eos" or task.is_terminal(state) or truncated or depth >= task.max_steps or whole
         )
+    ids = sample.token_ids[:-1] if sample.finish_reason == "eos" else sample.token_ids  # text has no EOS either
     child = Node(
         step=sample.text,
         state=state,
         prior_logprob=sample.logprob,
         num_tokens=sample.num_tokens,
+        token_ids=list(ids),
         terminal=terminal,
         verdict=task.check(problem, state) if terminal else None,
     )
