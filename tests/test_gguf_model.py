@@ -283,3 +283,40 @@ def test_gradient_checkpointing_and_attention_choice_reach_the_model(smollm2_dir
     policy.model(input_ids=ids, labels=ids).loss.backward()
     grads = [p.grad for n, p in policy.model.named_parameters() if "lora_A" in n]
     assert grads and all(g is not None for g in grads)
+
+
+# --- the loop on a real model ---------------------------------------------------------------------------
+
+# One iteration at the smallest sizes that still search, train (LoRA) and evaluate: tokens, not problems,
+# decide the time on CPU (SmolLM2-135M generates a few dozen tokens per second here).
+REAL_RUN = [
+    "model=smollm2", f"model.cache_dir={TEST_CACHE}", "model.device=cpu", "iterations=1", "problems_per_iteration=2",
+    "search_token_budget=null", "searcher.n=2", "optimizer.epochs=1", "logger=none", "trainer.accelerator=cpu",
+    "experiment=rft", "optimizer=rpo",
+]
+# arith with a few-shot chat prompt: small numbers, two operations, one worked example in the conversation
+ARITH_CHAT = [
+    "task=arith", "task.train_ops=[2]", "task.test_ops=[2]", "task.train_size=50", "task.test_size_per_difficulty=2",
+    "task.prompt.format=chat", "task.prompt.system='Compute modulo 10, one step per line, then A:<answer>.'",
+    "task.prompt.few_shot=[{question: 'Q:7+5-9=?', solution: \"7+5=2\\n2-9=3\\nA:3\"}]",
+]
+
+
+@needs_smollm2
+@pytest.mark.parametrize("task_overrides", [
+    ["task=gsm8k", "task.test_limit=2", "task.train_limit=8", "task.max_new_tokens=48"],
+    ARITH_CHAT,
+], ids=["gsm8k", "arith_few_shot_chat"])
+def test_one_iteration_of_the_loop_on_smollm2_with_lora(task_overrides, tmp_path):
+    from sisearch.loop import run
+
+    torch.set_num_threads(2)
+    cfg = compose(REAL_RUN + task_overrides + ["progress=false", "trainer.progress_bar=false"])
+    rows = run(cfg, tmp_path)
+    assert [row["iteration"] for row in rows] == [0, 1]
+    tree = json.loads((tmp_path / "iterations" / "iter_01" / "trees.jsonl").read_text().splitlines()[0])
+    assert tree["prompt"].startswith("<|im_start|>") and tree["prompt"].endswith("<|im_start|>assistant\n")
+    assert tree["prompt_ids"] and all(c["token_ids"] for c in tree["root"]["children"])
+    checkpoint = tmp_path / "iterations" / "iter_01" / "policy"
+    assert (checkpoint / "adapter_config.json").is_file() and not (checkpoint / "model.safetensors").exists()
+    assert rows[1]["search/solutions"] == 4 and 0.0 <= rows[1]["eval/greedy/overall"] <= 1.0

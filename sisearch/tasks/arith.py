@@ -216,7 +216,8 @@ class ArithTask(Task):
                 attempts += 1
                 if attempts > 200 * count:
                     raise ValueError(
-                        f"task 'arith': could not draw {count} distinct {split} problems with {ops} operations "
+                        f"task 'arith': could not draw {count} distinct {split} problems with "
+                        f"{ops if ops is not None else '/'.join(map(str, self.cfg.train_ops))} operations "
                         f"modulo {self.cfg.modulus}; lower the size or raise the modulus"
                     )
                 num_ops = ops if ops is not None else rng.choice(self.cfg.train_ops)
