@@ -91,8 +91,8 @@ def test_hf_config_needs_a_path_or_a_gguf_file():
     "override, message",
     [
         ("model.dtype=float8", "model 'smollm2': unknown dtype 'float8'; allowed: float32, bfloat16, float16"),
-        ("model.lora.r=0", "lora: r must be >= 1, alpha > 0 and dropout in [0, 1); got r=0"),
-        ("model.lora.target_modules=[]", "lora: target_modules is empty"),
+        ("model.lora.r=0", "model 'smollm2': lora: r must be >= 1, alpha > 0 and dropout in [0, 1); got r=0"),
+        ("model.lora.target_modules=[]", "model 'smollm2': lora: target_modules is empty"),
     ],
 )
 def test_bad_model_values_are_refused_by_the_config(override, message):
