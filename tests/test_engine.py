@@ -90,3 +90,18 @@ def test_engine_counts_tokens_once_per_prompt(engine):
     before = engine.stats.prompt_tokens
     out = engine.generate(PROMPTS[:1], n=5, max_new_tokens=5)
     assert engine.stats.prompt_tokens - before == out[0][0].prompt_tokens
+
+
+def test_special_tokens_other_than_eos_are_never_sampled(tiny_policy):
+    from sisearch.engines.hf import HFEngine, HFEngineConfig
+
+    tokenizer = tiny_policy.tokenizer
+    special = set(tokenizer.all_special_ids) - {tokenizer.eos_token_id}
+    engine = HFEngine(HFEngineConfig(seed=0), tiny_policy)
+    samples = engine.generate(["Q:7+5-9=?\n"], n=64, max_new_tokens=48, temperature=3.0)[0]
+    assert not special & {t for s in samples for t in s.token_ids}
+    # the text then holds every sampled token, so ids and text agree
+    assert all(tokenizer.decode([t for t in s.token_ids if t != tokenizer.eos_token_id]) == s.text for s in samples)
+    loose = HFEngine(HFEngineConfig(seed=0, suppress_special_tokens=False), tiny_policy)
+    wild = loose.generate(["Q:7+5-9=?\n"], n=64, max_new_tokens=48, temperature=3.0)[0]
+    assert special & {t for s in wild for t in s.token_ids}  # at temperature 3 they do come up otherwise

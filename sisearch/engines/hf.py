@@ -26,6 +26,9 @@ class HFEngineConfig:
     score_batch_size: int = 256  # sequences per forward pass when scoring
     top_p: float = 1.0
     seed: int = 0
+    # never sample the tokenizer's special tokens other than EOS (padding, BOS, unknown): they have no text,
+    # so a solution holding one could not be read back from its text (log-probs stay the policy's own)
+    suppress_special_tokens: bool = True
 
 
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -70,6 +73,15 @@ class HFEngine(Engine):
     def sync(self, policy: Policy) -> None:
         self.policy = policy
         self.policy.model.eval()
+
+    @property
+    def suppressed_ids(self) -> torch.Tensor | None:
+        """The special tokens that are never sampled (all but EOS), or None."""
+        if not self.cfg.suppress_special_tokens:
+            return None
+        tokenizer = self.policy.tokenizer
+        ids = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+        return torch.tensor(ids, device=self.policy.device) if ids else None
 
     @property
     def token_text(self) -> list[str]:
@@ -117,12 +129,14 @@ class HFEngine(Engine):
         finish = ["length"] * rows
         longest_stop = max((len(s) for s in stop), default=0)
         table = self.token_text if stop else None
+        suppressed = self.suppressed_ids
         for _ in range(max_new_tokens):
             logp = F.log_softmax(logits.float(), dim=-1)
+            allowed = logits.float().index_fill(-1, suppressed, float("-inf")) if suppressed is not None else logits.float()
             if temperature == 0:
-                chosen = logp.argmax(-1)
+                chosen = allowed.argmax(-1)
             else:
-                probs = top_p_filter(F.softmax(logits.float() / temperature, dim=-1), self.cfg.top_p)
+                probs = top_p_filter(F.softmax(allowed / temperature, dim=-1), self.cfg.top_p)
                 chosen = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
             chosen_lp = logp.gather(1, chosen[:, None]).squeeze(1).tolist()
             keep = []
