@@ -12,15 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from sisearch.files import build_directory_once
 from sisearch.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -144,25 +142,14 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 def ensure_converted(gguf: Path, cache_dir: str | Path) -> Path:
     """The HF directory converted from `gguf`, converting it first when the cache has none for its content."""
     directory = converted_dir(gguf, cache_dir)
-    if (directory / DONE_MARKER).is_file():
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".gguf-", dir=directory.parent))
-    try:
+
+    def convert(target: Path) -> dict:
         log.info("converting %s to a Hugging Face directory in %s (once; about a minute)", gguf, directory)
         start = time.time()
-        convert_gguf(gguf, staging / "model")
-        info = {"source": str(gguf), "sha256": file_digest(gguf), "format": FORMAT, "seconds": time.time() - start}
-        (staging / "model" / DONE_MARKER).write_text(json.dumps(info, indent=1))
-        try:
-            os.replace(staging / "model", directory)
-        except OSError:
-            # Another process finished the same conversion first; theirs is as good as ours.
-            if not (directory / DONE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+        convert_gguf(gguf, target)
+        return {"source": str(gguf), "sha256": file_digest(gguf), "format": FORMAT, "seconds": time.time() - start}
+
+    return build_directory_once(directory, DONE_MARKER, convert, prefix=".gguf-")
 
 
 def prepare_gguf(gguf: Path, cache_dir: str | Path, what: str, install: str) -> None:

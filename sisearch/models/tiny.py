@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from sisearch.files import build_directory_once
 from sisearch.models.policy import LoraConfig, Policy, load_policy
 from sisearch.optim.common import TrainerConfig
 from sisearch.optim.sft import SFTConfig, fit_sft
@@ -125,26 +124,14 @@ def train_tiny(cfg: TinyConfig, directory: Path, progress_bar: bool = True) -> d
 
 def ensure_tiny(cfg: TinyConfig, progress_bar: bool = True) -> Path:
     """The trained tiny model's directory, training it first if the cache has none for this config."""
-    cache = Path(os.path.expanduser(cfg.cache_dir))
-    directory = cache / f"tiny-{cache_key(cfg)}"
-    if (directory / DONE_MARKER).is_file():
-        return directory
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache))
-    try:
+    directory = Path(os.path.expanduser(cfg.cache_dir)) / f"tiny-{cache_key(cfg)}"
+
+    def train(target: Path) -> dict:
         start = time.time()
-        metrics = train_tiny(cfg, staging / "model", progress_bar)
-        info = {"config": asdict(cfg), "train_seconds": time.time() - start, **metrics}
-        (staging / "model" / DONE_MARKER).write_text(json.dumps(info, indent=1))
-        try:
-            os.replace(staging / "model", directory)
-        except OSError:
-            # Another process finished the same model first; theirs is as good as ours.
-            if not (directory / DONE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+        metrics = train_tiny(cfg, target, progress_bar)
+        return {"config": asdict(cfg), "train_seconds": time.time() - start, **metrics}
+
+    return build_directory_once(directory, DONE_MARKER, train, prefix=".tiny-")
 
 
 @register("model", "tiny", schema=TinyConfig)
