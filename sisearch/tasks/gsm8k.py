@@ -17,14 +17,13 @@ from sisearch.registry import register
 from sisearch.search.tree import Verdict
 from sisearch.tasks import answers
 from sisearch.tasks.answers import Statement
-from sisearch.tasks.base import Problem, Task, check_split
+from sisearch.tasks.base import Problem
 from sisearch.tasks.jsonl import (
     SHIPPED_DATA,
+    JsonlTask,
     RecordError,
     check_positive,
     check_prompt_template,
-    dataset_path,
-    read_problems,
     text_field,
 )
 from sisearch.tasks.prompts import PromptConfig
@@ -103,31 +102,15 @@ def make_problem(record: dict, problem_id: str) -> Problem:
 
 
 @register("task", "gsm8k", schema=GSM8KConfig)
-class GSM8KTask(Task):
-    step_delimiter = "\n"
+class GSM8KTask(JsonlTask):
+    def shipped(self, split: str) -> Path:
+        return SHIPPED / f"{split}.jsonl"
 
-    def __init__(self, cfg: GSM8KConfig):
-        self.prompt_cfg = cfg.prompt
-        self.cfg = cfg
-        self.max_new_tokens = cfg.max_new_tokens
-        self.max_steps = cfg.max_steps
-        self._cache: dict[str, list[Problem]] = {}
+    def expected(self) -> str:
+        return EXPECTED
 
-    def path(self, split: str) -> Path:
-        check_split(split)
-        configured = self.cfg.train_path if split == "train" else self.cfg.test_path
-        return dataset_path(configured, SHIPPED / f"{split}.jsonl")
-
-    def problems(self, split: str) -> list[Problem]:
-        if split not in self._cache:
-            limit = self.cfg.train_limit if split == "train" else self.cfg.test_limit
-            self._cache[split] = read_problems(
-                self.path(split), task="gsm8k", split=split, limit=limit, expected=EXPECTED, make=make_problem
-            )
-        return self._cache[split]
-
-    def plain_prompt(self, question: str) -> str:
-        return self.cfg.prompt_template.format(question=question)
+    def make_problem(self, record: dict, problem_id: str) -> Problem:
+        return make_problem(record, problem_id)
 
     def check(self, problem: Problem, solution: str) -> Verdict:
         answer = extract_answer(solution)

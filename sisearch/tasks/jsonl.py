@@ -8,11 +8,12 @@ format the task expects, so a user fixes the data instead of debugging a half-re
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sisearch.tasks.base import Problem
+from sisearch.tasks.base import Problem, Task, check_split
 
 # Datasets shipped inside the package (package data), found from any working directory.
 SHIPPED_DATA = Path(__file__).resolve().parent / "data"
@@ -102,3 +103,49 @@ def check_prompt_template(task: str, template: str) -> None:
         ) from None
     if "\0" not in filled:
         raise ValueError(f"task '{task}': prompt_template must contain {{question}}, got {template!r}")
+
+
+class JsonlTask(Task):
+    """A task read from local JSON-lines files, one problem per line (gsm8k, math).
+
+    A subclass says which file ships with sisearch (`shipped`), what a line must hold (`expected`) and how a
+    line becomes a Problem (`make_problem`); its config has train/test paths and limits, a text
+    `prompt_template`, a `prompt` section, `max_new_tokens` and `max_steps`.
+    """
+
+    step_delimiter = "\n"
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.prompt_cfg = cfg.prompt
+        self.max_new_tokens = cfg.max_new_tokens
+        self.max_steps = cfg.max_steps
+        self._cache: dict[str, list[Problem]] = {}
+
+    @abstractmethod
+    def shipped(self, split: str) -> Path:
+        """The file read when the split's path is not set."""
+
+    @abstractmethod
+    def expected(self) -> str:
+        """What one line must hold, for the error message of a bad line."""
+
+    @abstractmethod
+    def make_problem(self, record: dict[str, Any], problem_id: str) -> Problem:
+        """The problem one line describes (raise RecordError for a line that does not fit)."""
+
+    def path(self, split: str) -> Path:
+        check_split(split)
+        return dataset_path(self.cfg.train_path if split == "train" else self.cfg.test_path, self.shipped(split))
+
+    def problems(self, split: str) -> list[Problem]:
+        if split not in self._cache:
+            limit = self.cfg.train_limit if split == "train" else self.cfg.test_limit
+            self._cache[split] = read_problems(
+                self.path(split), task=self.cfg.name, split=split, limit=limit, expected=self.expected(),
+                make=self.make_problem,
+            )
+        return self._cache[split]
+
+    def plain_prompt(self, question: str) -> str:
+        return self.cfg.prompt_template.format(question=question)

@@ -25,15 +25,14 @@ from sisearch.registry import register
 from sisearch.search.tree import Verdict
 from sisearch.tasks import answers
 from sisearch.tasks.answers import Statement
-from sisearch.tasks.base import Problem, Task, check_split
+from sisearch.tasks.base import Problem
 from sisearch.tasks.jsonl import (
     SHIPPED_DATA,
+    JsonlTask,
     RecordError,
     check_positive,
     check_prompt_template,
-    dataset_path,
     optional_text_field,
-    read_problems,
     text_field,
 )
 from sisearch.tasks.prompts import PromptConfig
@@ -138,19 +137,9 @@ def group_name(value: str | None) -> str:
 
 
 @register("task", "math", schema=MathConfig)
-class MathTask(Task):
-    step_delimiter = "\n"
-
-    def __init__(self, cfg: MathConfig):
-        self.prompt_cfg = cfg.prompt
-        self.cfg = cfg
-        self.max_new_tokens = cfg.max_new_tokens
-        self.max_steps = cfg.max_steps
-        self._cache: dict[str, list[Problem]] = {}
-
-    def path(self, split: str) -> Path:
-        check_split(split)
-        return dataset_path(self.cfg.train_path if split == "train" else self.cfg.test_path, SHIPPED_SAMPLE)
+class MathTask(JsonlTask):
+    def shipped(self, split: str) -> Path:
+        return SHIPPED_SAMPLE
 
     def make_problem(self, record: dict[str, Any], problem_id: str) -> Problem:
         cfg = self.cfg
@@ -171,18 +160,6 @@ class MathTask(Task):
             f'(or an "{cfg.answer_field}" field instead of the box), optionally "{cfg.level_field}" and '
             f'"{cfg.type_field}"'
         )
-
-    def problems(self, split: str) -> list[Problem]:
-        if split not in self._cache:
-            limit = self.cfg.train_limit if split == "train" else self.cfg.test_limit
-            self._cache[split] = read_problems(
-                self.path(split), task="math", split=split, limit=limit, expected=self.expected(),
-                make=self.make_problem,
-            )
-        return self._cache[split]
-
-    def plain_prompt(self, question: str) -> str:
-        return self.cfg.prompt_template.format(question=question)
 
     def check(self, problem: Problem, solution: str) -> Verdict:
         answer = extract_answer(solution)
