@@ -62,6 +62,10 @@ class Engine(ABC):
         The n samples of a prompt share one prefill. A continuation keeps the stop string it ended with.
         """
 
+    def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Each prompt's token ids: a text through `encode`, ids as they are."""
+        return [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+
     def encode(self, prompt: str) -> list[int] | None:
         """The token ids `generate` reads for a text prompt; None for an engine that takes text only
         (searchers then continue from text)."""
@@ -82,3 +86,11 @@ class Engine(ABC):
     @abstractmethod
     def reseed(self, seed: int) -> None:
         """Reset the sampling random state, so that a phase of a run is reproducible on its own."""
+
+
+def check_sampling(n: int, temperature: float) -> None:
+    """The arguments every engine's `generate` refuses."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from sisearch.engines.base import Engine, EngineStats, Sample
+from sisearch.engines.base import Engine, EngineStats, Sample, check_sampling
 from sisearch.models.policy import Policy
 from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
 from sisearch.registry import register
@@ -96,10 +96,7 @@ class HFEngine(Engine):
         return encode_prompt(self.policy.tokenizer, prompt)
 
     def generate(self, prompts, n=1, max_new_tokens=64, temperature=1.0, stop=None) -> list[list[Sample]]:
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        check_sampling(n, temperature)
         per_chunk = max(1, self.cfg.max_batch_size // n)
         results: list[list[Sample]] = []
         for start in range(0, len(prompts), per_chunk):
@@ -110,7 +107,7 @@ class HFEngine(Engine):
     def _generate_chunk(self, prompts, n, max_new_tokens, temperature, stop) -> list[list[Sample]]:
         model, tokenizer, device = self.policy.model, self.policy.tokenizer, self.policy.device
         eos = tokenizer.eos_token_id
-        prompt_ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        prompt_ids = self.prompt_ids(prompts)
         input_ids, mask, positions = left_pad(prompt_ids, tokenizer.pad_token_id, device)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1]

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sisearch.engines.base import Engine, EngineStats, Sample
+from sisearch.engines.base import Engine, EngineStats, Sample, check_sampling
 from sisearch.models.policy import Policy
 from sisearch.optim.logprobs import encode_completion, encode_prompt
 from sisearch.registry import ConfigError, register
@@ -250,13 +250,10 @@ class VLLMEngine(Engine):
         return encode_prompt(self.policy.tokenizer, prompt)
 
     def generate(self, prompts, n=1, max_new_tokens=64, temperature=1.0, stop=None) -> list[list[Sample]]:
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        check_sampling(n, temperature)
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        prompt_ids = [self.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        prompt_ids = self.prompt_ids(prompts)
         if not prompts or max_new_tokens == 0:
             return [[Sample("", [], [], "length", len(ids)) for _ in range(n)] for ids in prompt_ids]
         self.wake()
