@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from sisearch.engines.base import Engine, EngineStats, Sample, check_sampling
 from sisearch.models.policy import Policy
-from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
+from sisearch.optim.logprobs import IGNORE, collate_completions, encode_prompt, encode_scored_pairs, token_logps
 from sisearch.registry import register
 
 
@@ -178,13 +178,8 @@ class HFEngine(Engine):
     # -- scoring -----------------------------------------------------------------------------------
     @torch.no_grad()
     def logprobs(self, contexts: list[str], continuations: list[str]) -> list[list[float]]:
-        if len(contexts) != len(continuations):
-            raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
         tokenizer = self.policy.tokenizer
-        pairs = [
-            (encode_prompt(tokenizer, c), encode_completion(tokenizer, x, append_eos=False))
-            for c, x in zip(contexts, continuations)
-        ]
+        pairs = encode_scored_pairs(tokenizer, contexts, continuations)
         collate = partial(collate_completions, pad_id=tokenizer.pad_token_id)
         results: list[list[float]] = []
         for start in range(0, len(pairs), self.cfg.score_batch_size):

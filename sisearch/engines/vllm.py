@@ -48,7 +48,7 @@ from typing import Any
 
 from sisearch.engines.base import Engine, EngineStats, Sample, check_sampling
 from sisearch.models.policy import Policy
-from sisearch.optim.logprobs import encode_completion, encode_prompt
+from sisearch.optim.logprobs import encode_prompt, encode_scored_pairs
 from sisearch.registry import ConfigError, register
 
 INSTALL_HINT = "pip install 'sisearch[vllm]'"
@@ -298,13 +298,8 @@ class VLLMEngine(Engine):
 
     # -- scoring -----------------------------------------------------------------------------------
     def logprobs(self, contexts: list[str], continuations: list[str]) -> list[list[float]]:
-        if len(contexts) != len(continuations):
-            raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
         tokenizer = self.policy.tokenizer
-        pairs = [
-            (encode_prompt(tokenizer, c), encode_completion(tokenizer, x, append_eos=False))
-            for c, x in zip(contexts, continuations)
-        ]
+        pairs = encode_scored_pairs(tokenizer, contexts, continuations)
         results: list[list[float]] = [[] for _ in pairs]
         # As in the hf engine, a token at position 0 has no context and no score.
         wanted = [i for i, (ctx, cont) in enumerate(pairs) if cont and len(ctx) + len(cont) > 1]

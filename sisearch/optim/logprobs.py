@@ -22,6 +22,18 @@ def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str, appen
     return ids + [tokenizer.eos_token_id] if append_eos else ids
 
 
+def encode_scored_pairs(
+    tokenizer: PreTrainedTokenizerBase, contexts: list[str], continuations: list[str]
+) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) for an engine's `logprobs`: each continuation tokenized on its own."""
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    return [
+        (encode_prompt(tokenizer, c), encode_completion(tokenizer, x, append_eos=False))
+        for c, x in zip(contexts, continuations)
+    ]
+
+
 def prompt_tokens(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int] | None) -> list[int]:
     """A record's prompt ids: the ones the engine read when the record has them (token-exact), else the text's."""
     return list(ids) if ids is not None else encode_prompt(tokenizer, text)
