@@ -61,3 +61,12 @@ def test_bad_prompt_settings_fail_in_validation_naming_the_task_and_the_allowed_
         registry.validate("task", compose(["task=gsm8k", "task.prompt.format=chatml"]).task)
     with pytest.raises(registry.ConfigError, match="user_template must contain {question}"):
         registry.validate("task", compose(["task.prompt.user_template=hello"]).task)
+
+
+def test_a_few_shot_solution_with_a_literal_backslash_n_from_the_command_line_is_refused():
+    override = "task.prompt.few_shot=[{question: 'Q:7+5=?', solution: \"7+5=2\\nA:2\"}]"  # as typed in a shell
+    with pytest.raises(registry.ConfigError, match=r"few_shot\[0\].solution has no line break but a literal '\\n'"):
+        registry.validate("task", compose([override]).task)
+    # LaTeX macros that start with \n are not line breaks; real line breaks are fine
+    assert PromptConfig(few_shot=[FewShot("Q", r"$x \neq 2$ so \boxed{3}")]).few_shot
+    assert PromptConfig(few_shot=[FewShot("Q", "1+2=3\nA:3")]).few_shot

@@ -9,12 +9,17 @@ few-shot examples written before it in the same format.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
 
 Messages = list[dict[str, str]]
+
+# A backslash and `n` that cannot start a LaTeX macro (`\neq`, `\nu`): what a command-line override leaves
+# where a line break was meant.
+LITERAL_NEWLINE = re.compile(r"\\n(?![a-z])")
 
 
 @dataclass
@@ -40,6 +45,13 @@ class PromptConfig:
             raise ValueError(f"unknown prompt.format '{self.format}'; allowed: {', '.join(PROMPT_FORMATS)}")
         if "{question}" not in self.user_template:
             raise ValueError(f"prompt.user_template must contain {{question}}, got {self.user_template!r}")
+        for i, shot in enumerate(self.few_shot):
+            if "\n" not in shot.solution and LITERAL_NEWLINE.search(shot.solution):
+                raise ValueError(
+                    f"prompt.few_shot[{i}].solution has no line break but a literal '\\n' (backslash, n): a "
+                    "command-line override does not turn \\n into a line break; write the examples in a YAML "
+                    "file, where a double-quoted \"...\\n...\" is one (see conf/task/arith_small.yaml)"
+                )
 
 
 def chat_messages(cfg: PromptConfig, question: str) -> Messages:
