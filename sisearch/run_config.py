@@ -58,6 +58,7 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
         check_requirements = getattr(registry.lookup(kind, typed_cfg.name).cls, "check_requirements", None)
         if check_requirements is not None:
             check_requirements(typed_cfg)
+    check_chat_template(typed["task"], typed["model"])
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
@@ -65,6 +66,19 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
     if loop_cfg.search_chunk < 1 or (loop_cfg.search_token_budget is not None and loop_cfg.search_token_budget < 1):
         raise registry.ConfigError("search_chunk must be >= 1 and search_token_budget null or >= 1")
     return loop_cfg, typed, trainer_cfg
+
+
+def check_chat_template(task_cfg: Any, model_cfg: Any) -> None:
+    """A chat prompt needs a model with a chat template: asked of the model's files, before loading it."""
+    prompt = getattr(task_cfg, "prompt", None)
+    has_chat_template = getattr(registry.lookup("model", model_cfg.name).cls, "has_chat_template", None)
+    if prompt is None or prompt.format != "chat" or has_chat_template is None:
+        return
+    if has_chat_template(model_cfg) is False:
+        raise registry.ConfigError(
+            f"task '{task_cfg.name}': prompt.format is 'chat' but model '{model_cfg.name}' has no chat template; "
+            "use task.prompt.format=plain (or auto: chat only when the tokenizer has a template)"
+        )
 
 
 def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:

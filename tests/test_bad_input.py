@@ -342,3 +342,24 @@ def test_gsm8k_answers_are_only_numbers_and_checked_under_a_timeout(monkeypatch,
     assert [c["parsing_timeout"] for c in calls if "parse" in c] == [answers.CHECK_TIMEOUT_S] * 2
     assert [c["timeout_seconds"] for c in calls if "verify" in c] == [answers.CHECK_TIMEOUT_S]
     assert 0 < answers.CHECK_TIMEOUT_S <= 10
+
+
+def test_a_chat_prompt_for_a_model_without_a_chat_template_is_refused_before_loading_it(no_work, fresh_small_run, tmp_path):
+    message = run_error(fresh_small_run + ["task.prompt.format=chat"], tmp_path / "run")
+    assert message == (
+        "task 'arith': prompt.format is 'chat' but model 'tiny' has no chat template; "
+        "use task.prompt.format=plain (or auto: chat only when the tokenizer has a template)"
+    )
+    # an HF directory is asked through its tokenizer files, without loading the model
+    from sisearch.models.hf import directory_has_chat_template
+
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "tokenizer_config.json").write_text('{"model_max_length": 512}')
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    (tmp_path / "jinja").mkdir()
+    (tmp_path / "jinja" / "chat_template.jinja").write_text("{{ messages }}")
+    assert [directory_has_chat_template(tmp_path / d) for d in ("plain", "chat", "jinja")] == [False, True, True]
+    hf_run = [o for o in fresh_small_run if not o.startswith("model")] + ["model=hf", f"model.path={tmp_path / 'plain'}"]
+    message = run_error(hf_run + ["task.prompt.format=chat"], tmp_path / "run2")
+    assert message.startswith("task 'arith': prompt.format is 'chat' but model 'hf' has no chat template")

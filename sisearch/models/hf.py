@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,13 @@ class HFModel:
         if cfg.gguf_path is not None:
             prepare_gguf(cfg.gguf_path, cfg.cache_dir, "model 'hf' with gguf_file", GGUF_INSTALL)
 
+    @staticmethod
+    def has_chat_template(cfg: HFModelConfig) -> bool | None:
+        """Read from the directory's tokenizer files without loading anything; None when unknown (a GGUF)."""
+        if cfg.gguf_path is not None or not Path(cfg.path).expanduser().is_dir():
+            return None
+        return directory_has_chat_template(Path(cfg.path).expanduser())
+
     def load(self, progress_bar: bool = True) -> Policy:
         return load_policy(self.base_path, lora=self.cfg.lora, **policy_options(self.cfg))
 
@@ -55,3 +63,14 @@ class HFModel:
         if self.cfg.gguf_path is not None:
             return ensure_converted(self.cfg.gguf_path, self.cfg.cache_dir)
         return Path(self.cfg.path)
+
+
+def directory_has_chat_template(directory: Path) -> bool:
+    """Whether a saved tokenizer carries a chat template (in its own file, or in tokenizer_config.json)."""
+    if (directory / "chat_template.jinja").is_file() or (directory / "chat_template.json").is_file():
+        return True
+    config = directory / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text()).get("chat_template")) if config.is_file() else False
+    except (OSError, ValueError):
+        return False

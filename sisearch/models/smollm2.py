@@ -50,6 +50,10 @@ class SmolLM2Model:
         self.gguf = packaged_gguf(PACKAGE, WHAT, INSTALL)
         prepare_gguf(self.gguf, cfg.cache_dir, WHAT, INSTALL)
 
+    @staticmethod
+    def has_chat_template(cfg: SmolLM2Config) -> bool:
+        return True  # an instruct model; its GGUF carries the template
+
     def load(self, progress_bar: bool = True) -> Policy:
         return load_policy(self.base_path, lora=self.cfg.lora, **policy_options(self.cfg))
 

@@ -139,6 +139,10 @@ class TinyModel:
     def __init__(self, cfg: TinyConfig):
         self.cfg = cfg
 
+    @staticmethod
+    def has_chat_template(cfg: TinyConfig) -> bool:
+        return False  # a character-level model trained on the plain format
+
     def load(self, progress_bar: bool = True) -> Policy:
         return load_policy(ensure_tiny(self.cfg, progress_bar), device=self.cfg.device, lora=self.cfg.lora)
 
