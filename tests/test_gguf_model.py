@@ -294,12 +294,8 @@ REAL_RUN = [
     "search_token_budget=null", "searcher.n=2", "optimizer.epochs=1", "logger=none", "trainer.accelerator=cpu",
     "experiment=rft", "optimizer=rpo",
 ]
-# arith with a few-shot chat prompt: small numbers, two operations, one worked example in the conversation
-ARITH_CHAT = [
-    "task=arith", "task.train_ops=[2]", "task.test_ops=[2]", "task.train_size=50", "task.test_size_per_difficulty=2",
-    "task.prompt.format=chat", "task.prompt.system='Compute modulo 10, one step per line, then A:<answer>.'",
-    "task.prompt.few_shot=[{question: 'Q:7+5-9=?', solution: \"7+5=2\\n2-9=3\\nA:3\"}]",
-]
+# arith with a few-shot chat prompt (conf/task/arith_small.yaml): adding three small numbers, one worked example
+ARITH_CHAT = ["task=arith_small", "task.train_size=50", "task.test_size_per_difficulty=2"]
 
 
 @needs_smollm2

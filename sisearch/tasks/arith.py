@@ -37,6 +37,11 @@ class ArithConfig:
     name: str = "arith"
     prompt: PromptConfig = field(default_factory=PromptConfig)  # chat or plain, system prompt, few-shot
     modulus: int = 10
+    # Which operations a chain uses and the range of its numbers ([0, operand_max); null: the modulus).
+    # `operators: ['+']` with a small operand_max and a modulus above every reachable sum is plain
+    # small-number addition: the setting where a small pretrained model has headroom.
+    operators: list[str] = field(default_factory=lambda: list(OPS))
+    operand_max: int | None = None
     train_ops: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
     test_ops: list[int] = field(default_factory=lambda: [2, 4, 6])
     train_size: int = 4000
@@ -83,9 +88,16 @@ def format_step(a: int, op: str, b: int, result: int) -> str:
     return f"{a}{op}{b}={result}"
 
 
-def random_chain(rng: random.Random, num_ops: int, modulus: int) -> Chain:
-    start = rng.randrange(modulus)
-    ops = tuple((rng.choice(OPS), rng.randrange(modulus)) for _ in range(num_ops))
+def random_chain(
+    rng: random.Random,
+    num_ops: int,
+    modulus: int,
+    operators: tuple[str, ...] = OPS,
+    operand_max: int | None = None,
+) -> Chain:
+    high = modulus if operand_max is None else operand_max
+    start = rng.randrange(high)
+    ops = tuple((rng.choice(operators), rng.randrange(high)) for _ in range(num_ops))
     return Chain(start, ops, modulus)
 
 
@@ -186,14 +198,28 @@ class ArithTask(Task):
                 raise ValueError(f"task 'arith': {key} must list operation counts of at least 1, got {ops}")
         if cfg.train_size < 1 or cfg.test_size_per_difficulty < 1:
             raise ValueError("task 'arith': train_size and test_size_per_difficulty must be at least 1")
+        bad = sorted(set(cfg.operators) - set(OPS))
+        if not cfg.operators or bad:
+            raise ValueError(f"task 'arith': operators must be a non-empty subset of {list(OPS)}, got {cfg.operators}")
+        if cfg.operand_max is not None and not 1 <= cfg.operand_max <= cfg.modulus:
+            raise ValueError(
+                f"task 'arith': operand_max must be between 1 and the modulus ({cfg.modulus}) or null, "
+                f"got {cfg.operand_max}"
+            )
         self.cfg = cfg
-        self.chance_rate = 1.0 / cfg.modulus
         longest = max(cfg.train_ops + cfg.test_ops)
+        self.chance_rate = 1.0 / self._possible_answers(longest)
         digits = len(str(cfg.modulus - 1))
         # Each line is at most `a op b = c` plus a newline; allow one self-correction per step.
         self.max_new_tokens = (2 * longest + 1) * (3 * digits + 3) + digits + 4
         self.max_steps = 2 * longest + 1
         self._cache: dict[str, list[Problem]] = {}
+
+    def _possible_answers(self, longest: int) -> int:
+        """How many answers a chain can have: all residues, unless additions of small numbers stay below."""
+        if self.cfg.operand_max is None or "-" in self.cfg.operators:
+            return self.cfg.modulus
+        return min(self.cfg.modulus, (longest + 1) * (self.cfg.operand_max - 1) + 1)
 
     def problems(self, split: str) -> list[Problem]:
         check_split(split)
@@ -221,7 +247,9 @@ class ArithTask(Task):
                         f"modulo {self.cfg.modulus}; lower the size or raise the modulus"
                     )
                 num_ops = ops if ops is not None else rng.choice(self.cfg.train_ops)
-                chain = random_chain(rng, num_ops, self.cfg.modulus)
+                chain = random_chain(
+                    rng, num_ops, self.cfg.modulus, tuple(self.cfg.operators), self.cfg.operand_max
+                )
                 question = chain.question
                 if question in seen or is_held_out(question) != held_out:
                     continue
