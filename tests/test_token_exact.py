@@ -152,3 +152,43 @@ def test_trees_keep_token_ids_through_json(bpe_policy):
     again = Tree.from_json(trees[0].to_json())
     assert again.prompt_ids == trees[0].prompt_ids and again.nodes()[1].token_ids == trees[0].nodes()[1].token_ids
     assert again.context(again.nodes()[1]) == trees[0].prompt_ids + trees[0].nodes()[1].token_ids
+
+
+def test_tpo_ranked_lists_score_exactly_the_sampled_tokens_split_at_their_steps(bpe_policy):
+    from sisearch.optim.tpo import encode_lists
+
+    trees, lists, reported = search_and_build(
+        bpe_policy, {"name": "best_first", "children": 3, "rollouts": 1, "max_steps": 3},
+        {"name": "ranked_lists", "nodes": "all", "require_complete": False, "step_delimiter": "+"},
+    )
+    assert len(lists) >= 2 and all(r.response_ids is not None for r in lists)
+    by_ids = {tuple(n.token_ids): n for t in trees for n in t.nodes() if n.token_ids}
+    encoded = encode_lists(bpe_policy, lists)
+    for ranked, item in zip(lists, encoded):
+        assert item.prompt == ranked.prompt_ids
+        for steps, ids, response in zip(ranked.responses, ranked.response_ids, item.responses):
+            assert response.ids[: len(ids)] == ids
+            assert response.steps == sorted(response.steps) and response.steps[-1] == len([s for s in steps if s]) - 1
+            # the response's tokens are the sampled steps' tokens, one node after another
+            sampled, rest = [], list(ids)
+            while rest:
+                node = next(n for key, n in by_ids.items() if tuple(rest[: len(key)]) == key)
+                sampled += reported[tuple(node.token_ids)][: len(node.token_ids)]
+                rest = rest[len(node.token_ids) :]
+            with torch.no_grad():
+                logits = bpe_policy.model(input_ids=torch.tensor([item.prompt + ids])).logits
+            scored = torch.log_softmax(logits[0, len(item.prompt) - 1 : -1].float(), -1)
+            scored = scored.gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist()
+            assert scored == pytest.approx(sampled, abs=1e-4)
+
+
+def test_each_sampled_token_belongs_to_the_step_its_text_starts_in(bpe_policy):
+    from sisearch.optim.tpo import step_of_each_token
+
+    tokenizer = bpe_policy.tokenizer
+    steps = ["7+5=2\n", "2-9=3\n", "A:3"]
+    ids = tokenizer("".join(steps), add_special_tokens=False).input_ids
+    starts = [len(tokenizer.decode(ids[:k])) for k in range(len(ids))]
+    assert step_of_each_token(tokenizer, ids, steps) == [0 if s < 6 else 1 if s < 12 else 2 for s in starts]
+    assert step_of_each_token(tokenizer, ids, ["7+5=2\n", "", "2-9=3\nA:3"]) == [0 if s < 6 else 1 for s in starts]
+    assert step_of_each_token(tokenizer, ids, ["something else"]) is None  # then the text is tokenized

@@ -30,6 +30,9 @@ class RankedList:
     scores: list[float]
     complete: list[bool]  # whether each response ends the solution (EOS is then scored)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # token-exact: the ids the engine read and sampled (None: the optimizer tokenizes the texts)
+    prompt_ids: list[int] | None = None
+    response_ids: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.responses) == len(self.scores) == len(self.complete)):
@@ -108,19 +111,30 @@ class RankedLists(Builder):
             if text in seen:
                 continue
             seen.add(text)
-            entries.append((self.score_of(child, path[-1]), text, is_complete(path[-1])))
+            entries.append((self.score_of(child, path[-1]), text, is_complete(path[-1]), path_ids(tree, path)))
         if len(entries) < self.cfg.min_size or len({e[0] for e in entries}) < 2:
             return None  # no ordered pair to learn from
         entries.sort(key=lambda e: -e[0])  # stable: equal scores keep the tree's order
         entries = spread(entries, self.cfg.max_size)
+        context_ids = node.state_ids() if tree.prompt_ids is not None else None
+        exact = context_ids is not None and all(e[3] is not None for e in entries)
         return RankedList(
             problem_id=tree.problem_id,
             prompt=tree.prompt + node.state,
-            responses=[split_text(text, self.cfg.step_delimiter) for _, text, _ in entries],
-            scores=[s for s, _, _ in entries],
-            complete=[c for _, _, c in entries],
+            responses=[split_text(text, self.cfg.step_delimiter) for _, text, _, _ in entries],
+            scores=[s for s, _, _, _ in entries],
+            complete=[c for _, _, c, _ in entries],
             metadata={"source": "ranked_lists", "depth": node.depth},
+            prompt_ids=tree.prompt_ids + context_ids if exact else None,
+            response_ids=[e[3] for e in entries] if exact else None,
         )
+
+
+def path_ids(tree: Tree, path: list[Node]) -> list[int] | None:
+    """The sampled token ids of a response (its nodes' ids in order), when the tree has them."""
+    if tree.prompt_ids is None or any(n.step and not n.token_ids for n in path):
+        return None
+    return [t for n in path for t in n.token_ids]
 
 
 def spread(items: list, size: int) -> list:
@@ -131,4 +145,4 @@ def spread(items: list, size: int) -> list:
     return [items[i] for i in picks]
 
 
-__all__ = ["RankedList", "RankedLists", "RankedListsConfig", "split_text", "spread"]
+__all__ = ["RankedList", "RankedLists", "RankedListsConfig", "path_ids", "split_text", "spread"]

@@ -10,8 +10,10 @@ Log-probs use the shared shifted gather (`logprobs.token_logps`), not the releas
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import Sequence
 
 import torch
@@ -21,7 +23,9 @@ from sisearch.data.ranked_lists import RankedList
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
 from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
-from sisearch.optim.logprobs import IGNORE, collate_completions, encode_completion, encode_prompt, token_logps
+from sisearch.optim.logprobs import (
+    IGNORE, collate_completions, encode_completion, prompt_tokens, token_logps,
+)
 from sisearch.optim.losses import TPO_WEIGHTINGS, length_normalised_nll, tpo_loss, tpo_step_weighted_scores
 from sisearch.optim.pairs import REFERENCES, reference_context
 from sisearch.registry import register
@@ -75,7 +79,32 @@ class ListBatch:
     num_steps: int
 
 
-def encode_response(tokenizer, steps: list[str], complete: bool) -> EncodedResponse:
+def encode_response(tokenizer, steps: list[str], complete: bool, ids: list[int] | None = None) -> EncodedResponse:
+    """A response's token ids and each token's step; with sampled `ids`, those ids, split at the steps."""
+    index = step_of_each_token(tokenizer, ids, steps) if ids is not None else None
+    if index is not None:
+        ids = list(ids)
+        if complete:
+            ids.append(tokenizer.eos_token_id)
+            index.append(index[-1] if index else 0)
+        return EncodedResponse(ids, index)
+    return encode_response_text(tokenizer, steps, complete)
+
+
+def step_of_each_token(tokenizer, ids: list[int], steps: list[str]) -> list[int] | None:
+    """For sampled ids, the (non-empty) step in which each token's text starts; None when the ids do not
+    decode to the steps' text (then the text is tokenized instead)."""
+    ends = list(accumulate(len(s) for s in steps if s))
+    if tokenizer.decode(ids) != "".join(steps):
+        return None
+    index, start = [], 0
+    for k in range(len(ids)):
+        index.append(min(bisect_right(ends, start), len(ends) - 1))
+        start = len(tokenizer.decode(ids[: k + 1]))  # a token that straddles a step boundary stays in the first
+    return index
+
+
+def encode_response_text(tokenizer, steps: list[str], complete: bool) -> EncodedResponse:
     ids: list[int] = []
     index: list[int] = []
     kept = 0
@@ -94,14 +123,15 @@ def encode_response(tokenizer, steps: list[str], complete: bool) -> EncodedRespo
 
 def encode_lists(policy: Policy, lists: Sequence[RankedList]) -> list[EncodedList]:
     tokenizer = policy.tokenizer
-    return [
-        EncodedList(
-            encode_prompt(tokenizer, r.prompt),
-            [encode_response(tokenizer, steps, done) for steps, done in zip(r.responses, r.complete)],
+    encoded = []
+    for r in lists:
+        response_ids = r.response_ids or [None] * len(r.responses)
+        encoded.append(EncodedList(
+            prompt_tokens(tokenizer, r.prompt, r.prompt_ids),
+            [encode_response(tokenizer, steps, done, ids) for steps, done, ids in zip(r.responses, r.complete, response_ids)],
             list(r.scores),
-        )
-        for r in lists
-    ]
+        ))
+    return encoded
 
 
 def collate_lists(items: list[EncodedList], pad_id: int, max_length: int | None) -> ListBatch:
