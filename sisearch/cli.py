@@ -1,4 +1,4 @@
-"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `conf/`.
+"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `sisearch/conf/`.
 
 Bad input (unknown names or keys, wrong types, missing files) ends the program before any work with exit
 code 2 and one line `sisearch: error: ...` on stderr; a training failure (a non-finite loss) with code 1.
@@ -23,10 +23,10 @@ BAD_INPUT_EXIT = 2
 
 
 def config_dir() -> str:
-    """`SISEARCH_CONFIG_DIR`, else the repository's `conf/` next to the package."""
-    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "conf")
+    """`SISEARCH_CONFIG_DIR`, else the configs shipped inside the package (`sisearch/conf/`)."""
+    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or Path(__file__).resolve().parent / "conf")
     if not (path / "config.yaml").is_file():
-        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to the conf/ directory")
+        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to a directory holding config.yaml")
     return str(path)
 
 

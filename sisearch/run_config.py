@@ -18,7 +18,7 @@ OTHER_GROUPS = ("trainer", "logger")
 
 @dataclass
 class LoopConfig:
-    """Top-level run settings (the keys of conf/config.yaml outside the component groups)."""
+    """Top-level run settings (the keys of sisearch/conf/config.yaml outside the component groups)."""
 
     seed: int = 0
     iterations: int = 3

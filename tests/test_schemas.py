@@ -1,8 +1,8 @@
 """Each field's meaning and default has one home, the component's config dataclass.
 
-A YAML file named after its component (`conf/searcher/mcts.yaml` for searcher 'mcts') restates the schema's
+A YAML file named after its component (`sisearch/conf/searcher/mcts.yaml` for searcher 'mcts') restates the schema's
 defaults so that users can read and edit them; this test keeps the two equal. Interpolations (`${seed}`) and
-recipe options (`conf/searcher/step_dpo.yaml`, settings of another component) are not restatements.
+recipe options (`sisearch/conf/searcher/step_dpo.yaml`, settings of another component) are not restatements.
 """
 
 from __future__ import annotations

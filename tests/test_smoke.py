@@ -1,6 +1,6 @@
 """Smoke tests as a user runs sisearch: progress bars on, in a terminal and piped.
 
-Every option of every config group below (discovered from `conf/`, so a new YAML file is covered without
+Every option of every config group below (discovered from `sisearch/conf/`, so a new YAML file is covered without
 editing this file) runs one tiny iteration of the loop twice: once with output on a pseudo-terminal and
 once with output to a plain file. A crash hid for a whole wave behind tests that switch progress off.
 The console scripts and the benchmarks each start and exit 0 with `--help`.
