@@ -4,6 +4,7 @@
 run_config.yaml          the resolved config the run started with
 metrics.jsonl            one row per finished iteration (rebuilt from the iterations' metrics.json)
 iterations/iter_NN/      trees.jsonl, data.jsonl, policy/, and metrics.json, written last
+failed.txt               the error, when the command that ran here failed (removed when one succeeds)
 ```
 An iteration is finished when its `metrics.json` exists; an unfinished one is redone on resume.
 """
@@ -24,6 +25,7 @@ ITERATIONS_DIR = "iterations"
 DONE_FILE = "metrics.json"
 CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.jsonl"
+FAILED_FILE = "failed.txt"
 
 
 def iteration_dir(run_dir: Path, t: int) -> Path:
@@ -80,6 +82,17 @@ def config_differences(saved_yaml: str, new_yaml: str) -> list[str]:
         for key in sorted(saved.keys() | new.keys())
         if not display_only(key) and saved.get(key, missing) != new.get(key, missing)
     ]
+
+
+def record_outcome(run_dir: Path, error: str | None) -> None:
+    """Mark the directory failed with `error`, or clear an earlier mark: a report tells failed runs apart by it
+    (a run can fail after its last iteration, e.g. over its objective, so finished files do not tell)."""
+    marker = run_dir / FAILED_FILE
+    if error is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, error + "\n")
+    elif marker.exists():
+        marker.unlink()
 
 
 def same_run(saved_yaml: str, new_yaml: str) -> bool:
