@@ -22,6 +22,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from sisearch.plugin_configs import CONF_DIR
 from sisearch.registry import ConfigError
 from sisearch.run_dir import record_outcome
 
@@ -37,8 +38,9 @@ class JobFailed(Exception):
 
 
 def config_dir() -> str:
-    """`SISEARCH_CONFIG_DIR`, else the configs shipped inside the package (`sisearch/conf/`)."""
-    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or Path(__file__).resolve().parent / "conf")
+    """`SISEARCH_CONFIG_DIR`, else the configs shipped inside the package (`sisearch/conf/`); a user's own
+    directory *adds* groups and options with `--config-dir DIR` or `hydra.searchpath=[file://DIR]`."""
+    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or CONF_DIR)
     if not (path / "config.yaml").is_file():
         raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to a directory holding config.yaml")
     return str(path)
