@@ -59,7 +59,8 @@ def describe(kind: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sisearch-components", description=__doc__.split("\n")[0].split(": ", 1)[1])
-    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"kinds to list (default: all): {', '.join(registry.KINDS)}")
+    parser.add_argument("kinds", nargs="*", metavar="KIND",
+                        help=f"kinds to list (default: all): {', '.join(registry.KINDS)}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also import this plugin module (as `plugins=[MODULE]` would)")
     args = parser.parse_args(argv)

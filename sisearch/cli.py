@@ -42,7 +42,7 @@ def config_dir() -> str:
     directory *adds* groups and options with `--config-dir DIR` or `hydra.searchpath=[file://DIR]`."""
     path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or CONF_DIR)
     if not (path / "config.yaml").is_file():
-        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to a directory holding config.yaml")
+        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to a directory that has one")
     return str(path)
 
 

@@ -47,7 +47,8 @@ def test_a_plugin_module_is_included_and_an_unknown_kind_is_refused(tmp_path):
     command = [sys.executable, "-m", "sisearch.catalog"]
     done = subprocess.run([*command, "builder", "--plugin", "my_builders"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "    every_correct  (my_builders.EveryCorrect; config EveryCorrectConfig)\n        max_per_problem: int | None = None" in done.stdout
+    listed = "    every_correct  (my_builders.EveryCorrect; config EveryCorrectConfig)\n        max_per_problem: int | None = None"
+    assert listed in done.stdout
     assert "\nsearcher (" not in done.stdout  # only the kinds asked for
     done = subprocess.run([*command, "searchers"], env=env, capture_output=True, text=True)
     assert done.returncode == 2

@@ -25,5 +25,6 @@ def test_quickstart_notebook_runs_plots_and_renders_a_tree(tmp_path, monkeypatch
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no accuracy plot"
-    trees = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {}) and "sisearch tree" in o.data["text/html"]]
+    pages = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    trees = [page for page in pages if "sisearch tree" in page]
     assert len(trees) == 1 and "<details" in trees[0]

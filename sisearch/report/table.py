@@ -129,7 +129,8 @@ def markdown(keys: list[str], summaries: list[Summary], left_out: list[Run]) -> 
         "seeds; generated tokens and seconds (the iterations' wall time) are per run, mean ± sd.\n"
     )
     if left_out:
-        text += "\nLeft out (failed or unfinished):\n\n" + "".join(f"- `{run.directory}`: {outcome(run)}\n" for run in left_out)
+        listed = "".join(f"- `{run.directory}`: {outcome(run)}\n" for run in left_out)
+        text += f"\nLeft out (failed or unfinished):\n\n{listed}"
     return text
 
 
