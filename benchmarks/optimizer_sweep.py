@@ -6,7 +6,7 @@ optimizer settings and print held-out greedy accuracy for each.
 
 The records (preference pairs, ranked lists, SFT examples) come from a finished run, so every setting trains
 on exactly the same data from the same starting weights; only the optimizer differs. `--optimizer` is an
-option of `conf/optimizer/` (its YAML, group defaults included, is the base each grid entry updates).
+option of `sisearch/conf/optimizer/` (its YAML, group defaults included, is the base each grid entry updates).
 This is how the preference recipes' learning rate and NLL term were chosen (README, "Results").
 """
 
@@ -39,14 +39,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def optimizer_config(option: str) -> dict:
-    """conf/optimizer/<option>.yaml with its group defaults resolved, as the loop would compose it."""
+    """sisearch/conf/optimizer/<option>.yaml with its group defaults resolved, as the loop would compose it."""
     return OmegaConf.to_container(compose([f"optimizer={option}"]).optimizer, resolve=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="an iteration's data.jsonl")
-    parser.add_argument("--optimizer", default="step_dpo", help="an option of conf/optimizer/")
+    parser.add_argument("--optimizer", default="step_dpo", help="an option of sisearch/conf/optimizer/")
     parser.add_argument("--grid", default='[{}]', help="JSON list of optimizer overrides, one per setting")
     parser.add_argument("--test-size", type=int, default=100, help="held-out problems per difficulty")
     parser.add_argument("--model", choices=("default", "test"), default="default")

@@ -49,7 +49,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 

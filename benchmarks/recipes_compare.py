@@ -2,7 +2,7 @@
 
     python benchmarks/recipes_compare.py [--iterations 3] [--budget 60000] [--test-size 100] [--recipes ...]
 
-Every run uses the default tiny model (conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
+Every run uses the default tiny model (sisearch/conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
 arith task and the same seed. Each iteration may generate `--budget` tokens: the search takes training
 problems in the same order for every recipe until its share is spent (`search_token_budget`); `score`
 also samples on-policy while training, so its search gets what its training leaves of the budget
@@ -40,7 +40,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
@@ -59,7 +59,7 @@ def wait_for_model(timeout_s: float) -> Path:
 
 
 def default_tiny_config() -> dict:
-    """conf/model/tiny.yaml's values, so the cache key matches the model every run here loads."""
+    """sisearch/conf/model/tiny.yaml's values, so the cache key matches the model every run here loads."""
     from omegaconf import OmegaConf
 
     cfg = compose([])
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes_compare")
     parser.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the cached tiny model")
     parser.add_argument("--model", choices=("default", "test"), default="default",
-                        help="default: conf/model/tiny.yaml; test: the small tiny model of tests/conftest.py (quick, weak)")
+                        help="default: sisearch/conf/model/tiny.yaml; test: the small tiny model of tests/conftest.py (quick, weak)")
     args = parser.parse_args()
 
     model_overrides: list[str] = []

@@ -83,7 +83,7 @@ def build(name: str, threshold: float):
     sizes = dict(SETTINGS[name])
     if name == "best_first":
         sizes["correct_threshold"] = threshold
-    conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "searcher" / f"{name}.yaml"), sizes)
+    conf = OmegaConf.merge(OmegaConf.load(REPO / "sisearch" / "conf" / "searcher" / f"{name}.yaml"), sizes)
     conf.answer_rule = "majority"
     return registry.build("searcher", registry.validate("searcher", conf))
 

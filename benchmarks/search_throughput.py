@@ -2,7 +2,7 @@
 
     python benchmarks/search_throughput.py [--searcher mcts] [--problems 64] [--model default|test]
 
-Uses the default tiny model (conf/model/tiny.yaml, cached in ~/.cache/sisearch; trained first if missing), or
+Uses the default tiny model (sisearch/conf/model/tiny.yaml, cached in ~/.cache/sisearch; trained first if missing), or
 with `--model test` the small test model of tests/conftest.py. The rewarder is the verifier ORM (its cost is nil, so the
 numbers measure generation scheduling). The engine is reseeded before each run; trees differ between the two
 runs only through batch-dependent sampling order.
@@ -39,7 +39,7 @@ from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
 
 SIZES = {  # searcher settings for the benchmark (small enough for a 2-core CPU)
     "beam": {"beam_size": 3, "expansions": 4},
-    "mcts": {},  # conf/searcher/mcts.yaml as it is
+    "mcts": {},  # sisearch/conf/searcher/mcts.yaml as it is
     "best_first": {"children": 3, "rollouts": 2},
     "iterative_deepening": {"samples": 4},
     "best_of_n": {"n": 8},
@@ -47,7 +47,7 @@ SIZES = {  # searcher settings for the benchmark (small enough for a 2-core CPU)
 
 
 def default_tiny_config() -> TinyConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=[])
     return registry.validate("model", cfg.model)
 
@@ -63,7 +63,7 @@ def choose_model(which: str) -> tuple[Path, str]:
 
 
 def build_searcher(name: str):
-    conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "searcher" / f"{name}.yaml"), SIZES.get(name, {}))
+    conf = OmegaConf.merge(OmegaConf.load(REPO / "sisearch" / "conf" / "searcher" / f"{name}.yaml"), SIZES.get(name, {}))
     return registry.build("searcher", registry.validate("searcher", conf))
 
 

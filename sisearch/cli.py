@@ -1,7 +1,10 @@
-"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `conf/`.
+"""Entry point: `sisearch [overrides]`, a Hydra app over the configs in `sisearch/conf/`.
 
 Bad input (unknown names or keys, wrong types, missing files) ends the program before any work with exit
 code 2 and one line `sisearch: error: ...` on stderr; a training failure (a non-finite loss) with code 1.
+Inside a multirun (`sisearch -m ...`) a failing job raises instead: Hydra records it as failed and runs the
+other jobs, then the program ends with code 1 naming the first failure. The task function returns the run's
+objective (`objective:`, the last iteration's `eval/greedy/overall` by default) for sweepers such as Optuna.
 """
 
 from __future__ import annotations
@@ -10,23 +13,36 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from sisearch.plugin_configs import CONF_DIR
 from sisearch.registry import ConfigError
+from sisearch.run_dir import record_outcome
 
 BAD_INPUT_EXIT = 2
+JOB_FAILED_EXIT = 1
+PLUGIN_HINT = (
+    "sweepers and launchers are Hydra plugins: pip install 'sisearch[sweeps]' (optuna) or 'sisearch[slurm]' (submitit)"
+)
+
+
+class JobFailed(Exception):
+    """One job of a multirun failed; an Exception (not SystemExit), so Hydra records it and goes on."""
 
 
 def config_dir() -> str:
-    """`SISEARCH_CONFIG_DIR`, else the repository's `conf/` next to the package."""
-    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "conf")
+    """`SISEARCH_CONFIG_DIR`, else the configs shipped inside the package (`sisearch/conf/`); a user's own
+    directory *adds* groups and options with `--config-dir DIR` or `hydra.searchpath=[file://DIR]`."""
+    path = Path(os.environ.get("SISEARCH_CONFIG_DIR") or CONF_DIR)
     if not (path / "config.yaml").is_file():
-        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to the conf/ directory")
+        raise SystemExit(f"sisearch: no config.yaml in {path}; set SISEARCH_CONFIG_DIR to a directory that has one")
     return str(path)
 
 
@@ -34,7 +50,7 @@ def one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     print(f"sisearch: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -49,6 +65,12 @@ def hydra_error_message(err: HydraException) -> str:
             f"(a new key needs a leading '+')"
         )
     text = str(err)
+    if "hydra/sweeper" in text or "hydra/launcher" in text:
+        return f"{plain_hydra_error(err, text)}; {PLUGIN_HINT}"
+    return plain_hydra_error(err, text)
+
+
+def plain_hydra_error(err: HydraException, text: str) -> str:
     if isinstance(err, MissingConfigException):
         text = text.split("Config search path:")[0]  # the search path is noise for a mistyped option
         head, _, options = text.partition("Available options in")
@@ -58,19 +80,31 @@ def hydra_error_message(err: HydraException) -> str:
     return one_line(text)
 
 
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> float:
     from sisearch.loop import run
+    from sisearch.objective import DEFAULT_OBJECTIVE, objective_value
     from sisearch.optim.base import NonFiniteLossError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        rows = run(cfg, output_dir)
+        value = objective_value(rows, cfg.get("objective") or DEFAULT_OBJECTIVE)
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        logging.getLogger("sisearch").error("%s", err)
-        fail(str(err), BAD_INPUT_EXIT)
+        job_failed(err, BAD_INPUT_EXIT, output_dir, multirun)
     except NonFiniteLossError as err:
-        logging.getLogger("sisearch").error("%s", err)
-        fail(str(err), 1)
+        job_failed(err, JOB_FAILED_EXIT, output_dir, multirun)
+    record_outcome(output_dir, None)
+    return value
+
+
+def job_failed(err: Exception, code: int, output_dir: Path, multirun: bool) -> NoReturn:
+    logging.getLogger("sisearch").error("%s", err)
+    record_outcome(output_dir, one_line(str(err)))
+    if multirun:  # SystemExit would end the whole sweep at its first failing job
+        raise JobFailed(f"{output_dir}: {one_line(str(err))}") from err
+    fail(str(err), code)
 
 
 def main() -> None:
@@ -81,6 +115,8 @@ def main() -> None:
         hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(_main)()
     except HydraException as err:
         fail(hydra_error_message(err), BAD_INPUT_EXIT)
+    except JobFailed as err:  # raised by Hydra after the sweep's other jobs ran
+        fail(f"a job of the multirun failed (the other jobs ran): {err}", JOB_FAILED_EXIT)
 
 
 if __name__ == "__main__":

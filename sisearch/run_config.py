@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from sisearch import registry
 from sisearch.evaluate import EvalConfig
+from sisearch.objective import DEFAULT_OBJECTIVE
 from sisearch.optim.common import TrainerConfig
 from sisearch.reporting import LOGGERS, WANDB_MODES
 
@@ -18,7 +19,7 @@ OTHER_GROUPS = ("trainer", "logger")
 
 @dataclass
 class LoopConfig:
-    """Top-level run settings (the keys of conf/config.yaml outside the component groups)."""
+    """Top-level run settings (the keys of sisearch/conf/config.yaml outside the component groups)."""
 
     seed: int = 0
     iterations: int = 3
@@ -32,6 +33,8 @@ class LoopConfig:
     save_checkpoints: bool = True  # the policy after each iteration, in iterations/iter_NN/policy
     resume: str | None = None  # a run directory to continue after its last finished iteration
     plugins: list[str] = field(default_factory=list)  # importable modules that register extra components
+    # the metric `sisearch` returns to a Hydra sweeper (Optuna, ...): its value in the last iteration's row
+    objective: str = DEFAULT_OBJECTIVE
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

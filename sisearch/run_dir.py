@@ -4,6 +4,7 @@
 run_config.yaml          the resolved config the run started with
 metrics.jsonl            one row per finished iteration (rebuilt from the iterations' metrics.json)
 iterations/iter_NN/      trees.jsonl, data.jsonl, policy/, and metrics.json, written last
+failed.txt               the error, when the command that ran here failed (removed when one succeeds)
 ```
 An iteration is finished when its `metrics.json` exists; an unfinished one is redone on resume.
 """
@@ -18,11 +19,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sisearch.files import atomic_write, write_jsonl
+from sisearch.registry import ConfigError
 
 ITERATIONS_DIR = "iterations"
 DONE_FILE = "metrics.json"
 CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.jsonl"
+FAILED_FILE = "failed.txt"
 
 
 def iteration_dir(run_dir: Path, t: int) -> Path:
@@ -50,23 +53,80 @@ def finish_iteration(run_dir: Path, rows: list[dict[str, Any]], row: dict[str, A
     write_metrics(run_dir, rows)
 
 
+# Keys that change how a run is shown or where it continues, not what it computes: they may differ when a
+# run is continued. `progress` is interpolated into components, so a leaf of that name counts anywhere.
+DISPLAY_LEAVES = ("progress", "progress_bar")
+
+
+def display_only(key: str) -> bool:
+    return key == "resume" or key.rsplit(".", 1)[-1] in DISPLAY_LEAVES
+SHOWN_DIFFERENCES = 8
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as {dotted key: leaf value}; lists (and empty mappings) are compared whole."""
+    if isinstance(node, dict) and node:
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: node}
+
+
+def config_differences(saved_yaml: str, new_yaml: str) -> list[str]:
+    """The keys whose values differ between two resolved configs, as `key: saved -> new` (display keys aside)."""
+    saved, new = (flatten(OmegaConf.to_container(OmegaConf.create(y))) for y in (saved_yaml, new_yaml))
+    missing = "(absent)"
+    return [
+        f"{key}: {saved.get(key, missing)} -> {new.get(key, missing)}"
+        for key in sorted(saved.keys() | new.keys())
+        if not display_only(key) and saved.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def record_outcome(run_dir: Path, error: str | None) -> None:
+    """Mark the directory failed with `error`, or clear an earlier mark: a report tells failed runs apart by it
+    (a run can fail after its last iteration, e.g. over its objective, so finished files do not tell)."""
+    marker = run_dir / FAILED_FILE
+    if error is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, error + "\n")
+    elif marker.exists():
+        marker.unlink()
+
+
 def same_run(saved_yaml: str, new_yaml: str) -> bool:
-    """Whether two resolved configs describe the same run (`resume` itself may differ)."""
-    saved, new = OmegaConf.create(saved_yaml), OmegaConf.create(new_yaml)
-    for c in (saved, new):
-        c.pop("resume", None)
-    return saved == new
+    """Whether two resolved configs describe the same run (display keys such as `resume` may differ)."""
+    return not config_differences(saved_yaml, new_yaml)
+
+
+def shown(differences: list[str]) -> str:
+    more = len(differences) - SHOWN_DIFFERENCES
+    return "; ".join(differences[:SHOWN_DIFFERENCES]) + (f"; and {more} more" if more > 0 else "")
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: str | None) -> Path:
-    """The directory to run in (the `resume` one if given), with the resolved config saved in it."""
+    """The directory to run in (the `resume` one if given), with the resolved config saved in it.
+
+    A directory that already holds a run of another config is refused unless `resume` names it: running
+    there would mix two runs' iterations and overwrite the record of the first one's config.
+    """
     run_dir = Path(resume) if resume else Path(run_dir)
     if resume and not run_dir.is_dir():
         raise FileNotFoundError(f"resume: run directory not found: {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    if saved.is_file() and (run_dir / ITERATIONS_DIR).exists() and not same_run(saved.read_text(), resolved):
-        warnings.warn(f"resuming {run_dir} with a config that differs from the one it started with")
+    if saved.is_file() and (run_dir / ITERATIONS_DIR).exists():
+        differences = config_differences(saved.read_text(), resolved)
+        if differences and not resume:
+            raise ConfigError(
+                f"run directory {run_dir} holds a run of another config ({shown(differences)}); "
+                f"use a new directory, or continue that run with resume={run_dir}"
+            )
+        if differences:
+            warnings.warn(
+                f"resuming {run_dir} with a config that differs from the one it started with: {shown(differences)}"
+            )
     atomic_write(saved, resolved)
     return run_dir

@@ -13,7 +13,16 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "conf"
+CONF = REPO / "sisearch" / "conf"
+
+
+def config_dirs() -> list[Path]:
+    """sisearch's configs and those the installed plugins ship beside their code (the example plugin's)."""
+    from sisearch.plugin_configs import plugin_config_dirs
+
+    return [CONF, *plugin_config_dirs()]
+
+
 TEST_CACHE = Path(os.environ.get("SISEARCH_TEST_CACHE", REPO / ".pytest_cache" / "sisearch-models"))
 
 # A deliberately small tiny model for component tests: quick to train, imperfect, but it writes the format.

@@ -279,7 +279,7 @@ def test_remote_code_is_off_by_default_and_never_run(tmp_path, tiny_dir):
     from sisearch.models.tiny import TinyConfig
 
     assert HFModelConfig(path="/models/x").trust_remote_code is False and TinyConfig().trust_remote_code is False
-    assert "trust_remote_code: false" in (REPO / "conf" / "model" / "hf.yaml").read_text()
+    assert "trust_remote_code: false" in (REPO / "sisearch" / "conf" / "model" / "hf.yaml").read_text()
     model = copy_model(tiny_dir, tmp_path / "model")
     marker = tmp_path / "pwned"
     (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")

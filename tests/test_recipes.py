@@ -1,4 +1,4 @@
-"""Every recipe in conf/experiment/ runs one iteration of the loop at tiny sizes, through the CLI's composition."""
+"""Every recipe in sisearch/conf/experiment/ runs one iteration of the loop at tiny sizes, through the CLI's composition."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Each field's meaning and default has one home, the component's config dataclass.
 
-A YAML file named after its component (`conf/searcher/mcts.yaml` for searcher 'mcts') restates the schema's
+A YAML file named after its component (`sisearch/conf/searcher/mcts.yaml` for searcher 'mcts') restates the schema's
 defaults so that users can read and edit them; this test keeps the two equal. Interpolations (`${seed}`) and
-recipe options (`conf/searcher/step_dpo.yaml`, settings of another component) are not restatements.
+recipe options (`sisearch/conf/searcher/step_dpo.yaml`, settings of another component) are not restatements.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF
+from conftest import config_dirs
 from omegaconf import DictConfig, OmegaConf
 
 from sisearch import registry
@@ -22,7 +22,8 @@ def restated_files() -> list[tuple[str, Path]]:
     return [
         (kind, path)
         for kind in registry.KINDS
-        for path in sorted((CONF / kind).glob("*.yaml"))
+        for conf in config_dirs()
+        for path in sorted((conf / kind).glob("*.yaml"))
         if OmegaConf.load(path).get("name") == path.stem
     ]
 
@@ -50,13 +51,14 @@ def differences(yaml: DictConfig, schema: DictConfig, prefix: str = "") -> list[
 def test_every_component_has_its_own_yaml():
     covered = {(kind, path.stem) for kind, path in restated_files()}
     assert ("searcher", "mcts") in covered and ("optimizer", "dpo") in covered and ("model", "tiny") in covered
+    assert ("builder", "shortest_correct") in covered  # the example plugin's, beside its code
 
 
 @pytest.mark.parametrize("kind,path", restated_files(), ids=lambda x: getattr(x, "stem", x))
 def test_yaml_restating_a_component_equals_its_schema_defaults(kind, path):
     yaml = OmegaConf.load(path)
     schema = OmegaConf.structured(registry.lookup(kind, yaml.name).schema)
-    assert differences(yaml, schema) == [], f"{path.relative_to(CONF.parent)} differs from its schema"
+    assert differences(yaml, schema) == [], f"{path} differs from its schema"
 
 
 def test_schema_checks_run_during_validation_and_name_the_component():

@@ -1,6 +1,6 @@
 """Smoke tests as a user runs sisearch: progress bars on, in a terminal and piped.
 
-Every option of every config group below (discovered from `conf/`, so a new YAML file is covered without
+Every option of every config group below (discovered from `sisearch/conf/` and the plugins' `conf/`, so a new YAML file is covered without
 editing this file) runs one tiny iteration of the loop twice: once with output on a pseudo-terminal and
 once with output to a plain file. A crash hid for a whole wave behind tests that switch progress off.
 The console scripts and the benchmarks each start and exit 0 with `--help`.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import rich
-from conftest import CONF, REPO, TEST_CACHE, TEST_TINY, compose
+from conftest import CONF, REPO, TEST_CACHE, TEST_TINY, compose, config_dirs
 from omegaconf import DictConfig, ListConfig, open_dict
 
 from sisearch import registry
@@ -27,7 +27,9 @@ from sisearch.loop import run
 from sisearch.run_config import validate_config
 
 GROUPS = ("searcher", "rewarder", "builder", "optimizer", "experiment", "engine", "logger")
-OPTIONS = [f"{group}={path.stem}" for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+OPTIONS = [
+    f"{group}={path.stem}" for group in GROUPS for conf in config_dirs() for path in sorted((conf / group).glob("*.yaml"))
+]
 
 # One tiny iteration: progress stays on (the default), sizes shrink.
 BASE = [

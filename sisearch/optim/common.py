@@ -36,7 +36,7 @@ class OptimizationConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings shared by every optimizer (`conf/trainer/`)."""
+    """Lightning Trainer settings shared by every optimizer (`sisearch/conf/trainer/`)."""
 
     accelerator: str = "auto"
     devices: int = 1
