@@ -9,8 +9,9 @@ from omegaconf import DictConfig
 
 from sisearch import registry
 from sisearch.evaluate import EvalConfig
-from sisearch.optim.common import TrainerConfig
-from sisearch.reporting import LOGGERS, WANDB_MODES
+from sisearch.optim.common import TrainerConfig, make_callbacks
+from sisearch.search.balance import BalanceConfig
+from sisearch.tracking.config import BACKENDS, WANDB_MODES, LoggerConfig
 
 # Top-level config entries besides LoopConfig's fields and the component groups (registry.KINDS).
 OTHER_GROUPS = ("trainer", "logger")
@@ -33,6 +34,7 @@ class LoopConfig:
     resume: str | None = None  # a run directory to continue after its last finished iteration
     plugins: list[str] = field(default_factory=list)  # importable modules that register extra components
     eval: EvalConfig = field(default_factory=EvalConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)  # B-STaR monitoring of each search (bstar/*)
 
 
 def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
@@ -59,6 +61,10 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
         if check_requirements is not None:
             check_requirements(typed_cfg)
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
+    try:  # a callback that cannot be made is named now, not after the first search
+        make_callbacks(trainer_cfg.callbacks)
+    except ValueError as err:
+        raise registry.ConfigError(str(err)) from None
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
@@ -79,12 +85,13 @@ def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:
 
 
 def check_logger(cfg: Any) -> None:
-    """The logger is built after the model loads, so its settings are checked here, before any work."""
-    name = (cfg or {}).get("name", "none")
-    if name not in LOGGERS:
-        raise registry.ConfigError(f"unknown logger '{name}'; allowed: {', '.join(LOGGERS)}")
-    if name == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
+    """The logger starts after the config checks, so its settings are checked here, before any work."""
+    backend = (cfg or {}).get("backend", "none")
+    if backend not in BACKENDS:
+        raise registry.ConfigError(f"unknown logger '{backend}'; allowed: {', '.join(BACKENDS)}")
+    if backend == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
         raise registry.ConfigError(f"logger 'wandb': unknown mode '{cfg.get('mode')}'; allowed: {', '.join(WANDB_MODES)}")
+    registry.to_typed(LoggerConfig, cfg or {}, f"logger '{backend}'")
 
 
 def compatible_builders(record_type: type) -> list[str]:
