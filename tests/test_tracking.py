@@ -117,3 +117,17 @@ def test_multirun_jobs_share_a_group_and_are_named_from_their_overrides():
     assert (single.group, single.name, single.job_type) == (None, None, "default")
     chosen = run_identity(LoggerConfig(backend="wandb", group="g", name="n", job_type="j"), job)
     assert (chosen.group, chosen.name, chosen.job_type) == ("g", "n", "j")
+
+
+def test_extending_a_finished_wandb_run_sends_only_the_new_iteration(tmp_path):
+    """W&B already holds iterations 0 and 1: a run extended to 2 iterations in the same directory sends
+    iteration 2 alone, its steps after iteration 1's."""
+    run(compose([*RPO, "logger=wandb", "logger.mode=offline"]), tmp_path)
+    with pytest.warns(UserWarning, match="differs from the one it started with"):
+        rows = run(compose([*RPO, "logger=wandb", "logger.mode=offline", "iterations=2"]), tmp_path)
+    wandb_run = read_offline_runs(tmp_path)
+    assert len(wandb_run.ids) == 1 and len(list(tmp_path.glob("wandb/offline-run-*"))) == 2
+    steps = [r["trainer/global_step"] for r in step_rows(wandb_run.history)]
+    assert steps == list(range(1, int(rows[2]["trainer/global_step"]) + 1))
+    assert [r["iteration"] for r in wandb_run.history if "iteration" in r] == [0, 1, 2]
+    assert [r["_step"] for r in wandb_run.history] == sorted({r["_step"] for r in wandb_run.history})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -63,9 +64,26 @@ def segments(save_dir: Path, run_id: str = "*") -> list[Path]:
     return sorted(Path(save_dir).glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))
 
 
+def closed(path: Path) -> bool:
+    return any(record.WhichOneof("record_type") == "exit" for record in records(path))
+
+
+def wait_until_written(paths: list[Path], quiet_seconds: float = 2.0, timeout: float = 15.0) -> None:
+    """W&B's writer may finish a segment just after `wandb.finish()` returns (seen: the last rows and the exit
+    record a moment later). Wait until each segment has its exit record or has not changed for `quiet_seconds`
+    (a killed process's segment never gets one)."""
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        while time.monotonic() < deadline and not closed(path):
+            if time.time() - path.stat().st_mtime >= quiet_seconds:
+                break
+            time.sleep(0.1)
+
+
 def last_step(save_dir: Path, run_id: str) -> int:
     """The highest W&B step any offline segment of the run holds (-1: none)."""
     steps = [-1]
+    wait_until_written(segments(save_dir, run_id))
     for path in segments(save_dir, run_id):
         for record in records(path):
             if record.WhichOneof("record_type") == "history":
@@ -76,6 +94,7 @@ def last_step(save_dir: Path, run_id: str) -> int:
 def read_offline_runs(save_dir: Path) -> OfflineRun:
     """Every offline segment under `save_dir/wandb`, in order, as one run."""
     run = OfflineRun()
+    wait_until_written(segments(save_dir))
     for path in segments(save_dir):
         for record in records(path):
             kind = record.WhichOneof("record_type")

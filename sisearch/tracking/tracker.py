@@ -105,6 +105,7 @@ class WandbMirror:
     """One W&B run per run directory: per-step rows, iteration rows with tables, artifacts."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], last_iteration: int):
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
         self.cfg, self.config, self.last_iteration = cfg, config, last_iteration
@@ -119,12 +120,14 @@ class WandbMirror:
             project=cfg.project, entity=cfg.entity, save_dir=str(run_dir),
             offline=wandb_mode(cfg.mode) == "offline", id=self.id, resume="allow",
             group=identity.group, name=identity.name, job_type=identity.job_type, tags=list(cfg.tags),
+            settings=wandb.Settings(quiet=True),  # W&B's essentials only: the run's own lines tell the story
         )
         self.backend.log_hyperparams(config)
         self.run = self.backend.experiment
         # A resumed online run's step counter continues after the server's last row.
         self.floor = max(on_disk, int(getattr(self.run, "step", 0) or 0) - 1)
         self.iteration_rows = 0  # iteration rows sent or skipped so far: part of each row's W&B step
+
 
     def send(self, metrics: dict[str, Any], global_step: int, wandb_step: int) -> bool:
         if wandb_step <= self.floor:  # W&B has it from a killed process
