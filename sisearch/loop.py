@@ -88,7 +88,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         status = "failed"
         try:
             # every Trainer of the run (optimizers, reward heads, the tiny model's own) takes these settings
-            with training_session(trainer_cfg, tracker.steps):
+            settings = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and loop_cfg.progress)
+            with training_session(settings, tracker.steps):
                 parts = build_components(typed, loop_cfg, run_dir, rows)
                 loop = Loop(loop_cfg, trainer_cfg, parts, run_dir)
                 if rows:  # a kill between an iteration's metrics.json and metrics.jsonl's rewrite left it one row short

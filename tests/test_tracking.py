@@ -104,18 +104,21 @@ def test_killed_wandb_run_resumes_the_same_run_without_duplicate_steps(tmp_path)
     assert [r["iteration"] for r in wandb_run.history if "iteration" in r] == [0, 1, 2]
 
 
-def hydra_job(mode: str, sweep: str, overrides: str, experiment: str | None) -> SimpleNamespace:
-    return SimpleNamespace(mode=mode, sweep=SimpleNamespace(dir=sweep), job=SimpleNamespace(override_dirname=overrides),
+def hydra_job(mode: str, sweep: str, overrides: list[str], experiment: str | None) -> SimpleNamespace:
+    return SimpleNamespace(mode=mode, sweep=SimpleNamespace(dir=sweep), overrides=SimpleNamespace(task=overrides),
+                           job=SimpleNamespace(override_dirname=",".join(sorted(overrides))),
                            runtime=SimpleNamespace(choices={"experiment": experiment}))
 
 
-def test_multirun_jobs_share_a_group_and_are_named_from_their_overrides():
-    job = hydra_job("RunMode.MULTIRUN", "multirun/2026-11-29/16-20-00", "optimizer=sft,seed=1", "mcts_dpo")
-    identity = run_identity(LoggerConfig(backend="wandb"), job)
+def test_multirun_jobs_share_a_group_and_are_named_from_their_swept_overrides():
+    argv = ["-m", "experiment=mcts_dpo", "optimizer=sft,dpo", "seed=range(0,2)", "model.lr=3e-3"]
+    job = hydra_job("RunMode.MULTIRUN", "multirun/2026-11-29/16-20-00",
+                    ["experiment=mcts_dpo", "optimizer=sft", "seed=1", "model.lr=3e-3"], "mcts_dpo")
+    identity = run_identity(LoggerConfig(backend="wandb"), job, argv)
     assert (identity.group, identity.name, identity.job_type) == ("multirun/2026-11-29/16-20-00", "optimizer=sft,seed=1", "mcts_dpo")
-    single = run_identity(LoggerConfig(backend="wandb"), hydra_job("RunMode.RUN", "multirun/x", "", None))
-    assert (single.group, single.name, single.job_type) == (None, None, "default")
-    chosen = run_identity(LoggerConfig(backend="wandb", group="g", name="n", job_type="j"), job)
+    single = run_identity(LoggerConfig(backend="wandb"), hydra_job("RunMode.RUN", "multirun/x", ["seed=1"], None), [])
+    assert (single.group, single.name, single.job_type) == (None, None, "default")  # W&B names a single run
+    chosen = run_identity(LoggerConfig(backend="wandb", group="g", name="n", job_type="j"), job, argv)
     assert (chosen.group, chosen.name, chosen.job_type) == ("g", "n", "j")
 
 
