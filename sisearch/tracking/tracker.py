@@ -122,6 +122,8 @@ class WandbMirror:
             group=identity.group, name=identity.name, job_type=identity.job_type, tags=list(cfg.tags),
             settings=wandb.Settings(quiet=True),  # W&B's essentials only: the run's own lines tell the story
         )
+        # Lightning always passes W&B's retired `anonymous` setting, and W&B warns about it on every run.
+        getattr(self.backend, "_wandb_init", {}).pop("anonymous", None)
         self.backend.log_hyperparams(config)
         self.run = self.backend.experiment
         # A resumed online run's step counter continues after the server's last row.
