@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
 
 from sisearch import registry
 from sisearch.evaluate import EvalConfig
-from sisearch.optim.common import TrainerConfig, make_callbacks
+from sisearch.optim.common import TrainerConfig, make_callbacks, make_trainer
 from sisearch.search.balance import BalanceConfig
 from sisearch.tracking.config import BACKENDS, WANDB_MODES, LoggerConfig
 
@@ -61,10 +61,7 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
         if check_requirements is not None:
             check_requirements(typed_cfg)
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
-    try:  # a callback that cannot be made is named now, not after the first search
-        make_callbacks(trainer_cfg.callbacks)
-    except ValueError as err:
-        raise registry.ConfigError(str(err)) from None
+    check_trainer(trainer_cfg)
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
@@ -82,6 +79,19 @@ def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:
             f"{consumes.__name__}; builders that produce {consumes.__name__}: "
             f"{', '.join(compatible_builders(consumes))}"
         )
+
+
+def check_trainer(trainer_cfg: TrainerConfig) -> None:
+    """Make the callbacks and a Trainer once, so that settings Lightning refuses (a device count this machine
+    lacks, an unknown strategy, a callback that cannot be made) are named before any work, not after a search."""
+    try:
+        make_callbacks(trainer_cfg.callbacks)
+    except ValueError as err:
+        raise registry.ConfigError(str(err)) from None
+    try:
+        make_trainer(replace(trainer_cfg, callbacks=[], progress_bar=False), max_steps=1)
+    except Exception as err:  # Lightning raises ValueError, MisconfigurationException, RuntimeError, ...
+        raise registry.ConfigError(f"trainer config: {str(err).splitlines()[0]}") from None
 
 
 def check_logger(cfg: Any) -> None:
