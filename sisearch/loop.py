@@ -36,11 +36,11 @@ from sisearch.run_dir import finish_iteration, finished_iterations, iteration_di
 from sisearch.search.balance import balance_metrics
 from sisearch.search.budget import search_with_budget
 from sisearch.search.metrics import search_metrics
-from sisearch.third_party_warnings import third_party_warnings_to
-from sisearch.tracking.tracker import start_tracking
 from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
+from sisearch.third_party_warnings import third_party_warnings_to
+from sisearch.tracking.tracker import start_tracking
 
 log = logging.getLogger("sisearch")
 
