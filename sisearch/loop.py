@@ -2,11 +2,12 @@
 
 `run` reads as the table of contents; each phase of an iteration is a method that returns its metrics.
 The run directory's layout and crash-safety live in `sisearch/run_dir.py`, the config checks in
-`sisearch/run_config.py`.
+`sisearch/run_config.py`, where the numbers go (W&B or CSV, per step and per iteration) in `sisearch/tracking/`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -18,23 +19,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sisearch import registry
 from sisearch.data.records import write_records
-from sisearch.evaluate import evaluate
+from sisearch.evaluate import evaluate_with_outputs
 from sisearch.files import write_jsonl
 from sisearch.models.policy import Policy, load_policy, policy_options
 from sisearch.optim.base import NonFiniteLossError
 from sisearch.optim.common import TrainerConfig
-from sisearch.reporting import RunLogger, print_summary
+from sisearch.optim.session import training_session
+from sisearch.progress import stage
+from sisearch.reporting import print_summary, report_iteration
 from sisearch.run_config import LoopConfig, validate_config
 from sisearch.run_dir import finish_iteration, finished_iterations, iteration_dir, prepare_run_dir, write_metrics
+from sisearch.search.balance import balance_metrics
 from sisearch.search.budget import search_with_budget
 from sisearch.search.metrics import search_metrics
 from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
+from sisearch.third_party_warnings import third_party_warnings_to
+from sisearch.tracking.tracker import start_tracking
 
 log = logging.getLogger("sisearch")
 
@@ -77,24 +83,26 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     loop_cfg, typed, trainer_cfg = validate_config(cfg)
     run_dir = prepare_run_dir(cfg, run_dir, loop_cfg.resume)
     rows = finished_iterations(run_dir)
-    parts = build_components(typed, loop_cfg, run_dir, rows)
-    logger = RunLogger(cfg.get("logger"), run_dir, OmegaConf.to_container(cfg, resolve=True))
-    status = "failed"
-    try:
-        loop = Loop(loop_cfg, trainer_cfg, parts, run_dir)
-        for row in rows:
-            logger.log(row)
-        if rows:  # a kill between an iteration's metrics.json and metrics.jsonl's rewrite left it one row short
-            write_metrics(run_dir, rows)
-        else:
-            finish_iteration(run_dir, rows, {"iteration": 0, **loop.evaluate(0)})
-            logger.log(rows[-1])
-        for t in range(len(rows), loop_cfg.iterations + 1):
-            finish_iteration(run_dir, rows, loop.run_iteration(t))
-            logger.log(rows[-1])
-        status = "success"
-    finally:
-        logger.finish(status)
+    with third_party_warnings_to(run_dir):
+        tracker = start_tracking(cfg, run_dir, rows)  # per-step curves, iteration rows, tables, artifacts
+        status = "failed"
+        try:
+            # every Trainer of the run (optimizers, reward heads, the tiny model's own) takes these settings
+            settings = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and loop_cfg.progress)
+            with training_session(settings, tracker.steps):
+                parts = build_components(typed, loop_cfg, run_dir, rows)
+                loop = Loop(loop_cfg, trainer_cfg, parts, run_dir)
+                if rows:  # a kill between an iteration's metrics.json and metrics.jsonl's rewrite left it one row short
+                    write_metrics(run_dir, rows)
+                for t in range(len(rows), loop_cfg.iterations + 1):
+                    with stage(f"iteration {t}"):
+                        row = loop.run_iteration(t) if t else {"iteration": 0, **loop.evaluate(0)}
+                    finish_iteration(run_dir, rows, tracker.stamp(row))
+                    tracker.log_iteration(run_dir, rows[-1])
+                    report_iteration(rows)
+            status = "success"
+        finally:
+            tracker.finish(status)
     print_summary(rows)
     return rows
 
@@ -192,7 +200,7 @@ class Loop:
             lambda chunk: run_search(self.parts.searcher, chunk, chunk_ctx), problems,
             self.cfg.search_token_budget, self.cfg.search_chunk, progress=self.cfg.progress,
         )
-        metrics = search_metrics(trees, time.time() - start)
+        metrics = {**search_metrics(trees, time.time() - start), **balance_metrics(trees, self.cfg.balance)}
         write_jsonl(directory / "trees.jsonl", [tree.to_json() for tree in trees])
         return trees, metrics
 
@@ -224,6 +232,9 @@ class Loop:
         return metrics
 
     def evaluate(self, t: int) -> dict[str, float]:
-        """Held-out accuracy of the policy as it is after iteration `t` (0: the base policy)."""
+        """Held-out accuracy of the policy as it is after iteration `t` (0: the base policy); the greedy
+        outputs with their verdicts go to the iteration's eval.jsonl."""
         self.parts.engine.reseed(self.seed(t, Phase.EVAL))
-        return evaluate(self.parts.task, self.parts.engine, self.cfg.eval)
+        metrics, outputs = evaluate_with_outputs(self.parts.task, self.parts.engine, self.cfg.eval, self.cfg.progress)
+        write_jsonl(iteration_dir(self.run_dir, t) / "eval.jsonl", [json.dumps(o, sort_keys=True) for o in outputs])
+        return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig
@@ -10,8 +10,9 @@ from omegaconf import DictConfig
 from sisearch import registry
 from sisearch.evaluate import EvalConfig
 from sisearch.objective import DEFAULT_OBJECTIVE
-from sisearch.optim.common import TrainerConfig
-from sisearch.reporting import LOGGERS, WANDB_MODES
+from sisearch.optim.common import TrainerConfig, make_callbacks, make_trainer
+from sisearch.search.balance import BalanceConfig
+from sisearch.tracking.config import BACKENDS, WANDB_MODES, LoggerConfig
 
 # Top-level config entries besides LoopConfig's fields and the component groups (registry.KINDS).
 OTHER_GROUPS = ("trainer", "logger")
@@ -36,6 +37,7 @@ class LoopConfig:
     # the metric `sisearch` returns to a Hydra sweeper (Optuna, ...): its value in the last iteration's row
     objective: str = DEFAULT_OBJECTIVE
     eval: EvalConfig = field(default_factory=EvalConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)  # B-STaR monitoring of each search (bstar/*)
 
 
 def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
@@ -63,6 +65,7 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
             check_requirements(typed_cfg)
     check_chat_template(typed["task"], typed["model"])
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
+    check_trainer(trainer_cfg)
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
@@ -95,13 +98,27 @@ def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:
         )
 
 
+def check_trainer(trainer_cfg: TrainerConfig) -> None:
+    """Make the callbacks and a Trainer once, so that settings Lightning refuses (a device count this machine
+    lacks, an unknown strategy, a callback that cannot be made) are named before any work, not after a search."""
+    try:
+        make_callbacks(trainer_cfg.callbacks)
+    except ValueError as err:
+        raise registry.ConfigError(str(err)) from None
+    try:
+        make_trainer(replace(trainer_cfg, callbacks=[], progress_bar=False), max_steps=1)
+    except Exception as err:  # Lightning raises ValueError, MisconfigurationException, RuntimeError, ...
+        raise registry.ConfigError(f"trainer config: {str(err).splitlines()[0]}") from None
+
+
 def check_logger(cfg: Any) -> None:
-    """The logger is built after the model loads, so its settings are checked here, before any work."""
-    name = (cfg or {}).get("name", "none")
-    if name not in LOGGERS:
-        raise registry.ConfigError(f"unknown logger '{name}'; allowed: {', '.join(LOGGERS)}")
-    if name == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
+    """The logger starts after the config checks, so its settings are checked here, before any work."""
+    backend = (cfg or {}).get("backend", "none")
+    if backend not in BACKENDS:
+        raise registry.ConfigError(f"unknown logger '{backend}'; allowed: {', '.join(BACKENDS)}")
+    if backend == "wandb" and cfg.get("mode", "auto") not in WANDB_MODES:
         raise registry.ConfigError(f"logger 'wandb': unknown mode '{cfg.get('mode')}'; allowed: {', '.join(WANDB_MODES)}")
+    registry.to_typed(LoggerConfig, cfg or {}, f"logger '{backend}'")
 
 
 def compatible_builders(record_type: type) -> list[str]:

@@ -32,7 +32,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr("sisearch.models.tiny.train_tiny", refuse)
     monkeypatch.setattr("sisearch.loop.run_search", refuse)
-    monkeypatch.setattr("sisearch.loop.evaluate", refuse)
+    monkeypatch.setattr("sisearch.loop.evaluate_with_outputs", refuse)
 
 
 @pytest.fixture()
@@ -79,7 +79,15 @@ def test_mistyped_top_level_and_trainer_values(no_work, fresh_small_run, tmp_pat
     message = run_error(fresh_small_run + ["+eval.sample=4"], tmp_path / "run")
     assert message == "run config: unknown key 'eval.sample'; allowed keys: samples, temperature"
     message = run_error(fresh_small_run + ["+trainer.lr=0.1"], tmp_path / "run")
-    assert "trainer config: unknown key 'lr'; allowed keys: accelerator, devices" in message
+    assert "trainer config: unknown key 'lr'; allowed keys: accelerator, strategy, devices, precision" in message
+    message = run_error(fresh_small_run + ["trainer.devices=two"], tmp_path / "run")
+    assert message == "trainer config: devices must be a count >= 1, a list of device indices or 'auto', got 'two'"
+    message = run_error(fresh_small_run + ["trainer.callbacks=[{_target_:no_such_module.Callback}]"], tmp_path / "run")
+    assert message.startswith("trainer.callbacks: cannot make no_such_module.Callback: "), message
+    message = run_error(fresh_small_run + ["trainer.strategy=no_such_strategy"], tmp_path / "run")
+    assert message.startswith("trainer config: ") and "no_such_strategy" in message, message
+    message = run_error(fresh_small_run + ["trainer.max_time=90"], tmp_path / "run")
+    assert message == "trainer config: max_time must be 'DD:HH:MM:SS' (e.g. 00:01:30:00), got '90'"
     message = run_error(fresh_small_run + ["search_token_budget=0"], tmp_path / "run")
     assert message == "search_chunk must be >= 1 and search_token_budget null or >= 1"
 

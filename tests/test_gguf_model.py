@@ -54,7 +54,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the bad input was reported")
 
     for target in ("sisearch.models.gguf.convert_gguf", "sisearch.models.tiny.train_tiny", "sisearch.loop.run_search",
-                   "sisearch.loop.evaluate", "sisearch.models.policy.load_policy", "sisearch.models.hf.load_policy"):
+                   "sisearch.loop.evaluate_with_outputs", "sisearch.models.policy.load_policy", "sisearch.models.hf.load_policy"):
         monkeypatch.setattr(target, refuse)
 
 

@@ -115,7 +115,7 @@ def test_tpo_with_nll_term_keeps_the_top_response_likely(tiny_policy, arith_task
         cfg = TPOConfig(lr=2e-3, batch_size=8, epochs=6, beta=0.5, adaptive_steps=False, nll_weight=weight)
         TPOOptimizer(cfg).fit(policy, ranked_lists_for(arith_task), TRAINER, seed=0)
         final_top_logps[weight] = history["logps/chosen"][-1]
-        assert ("nll" in history) == (weight > 0)
+        assert ("nll_loss" in history) == (weight > 0)
     assert final_top_logps[1.0] > final_top_logps[0.0]
 
 

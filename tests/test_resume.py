@@ -82,6 +82,9 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, uninterrupted):
     assert without_timing(metrics(run_dir)) == without_timing(uninterrupted)
     # The resumed run started over inside iteration 2 and did not redo the finished ones.
     assert f"resuming {run_dir} after iteration 1" in resumed.stdout + resumed.stderr
+    # The per-step CSV holds every optimizer step once: the killed iteration's rows were written again, not twice.
+    steps = [line.split(",")[0] for line in (run_dir / "steps" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, int(metrics(run_dir)[-1]["trainer/global_step"]) + 1)]
 
 
 def test_resume_dir_continues_an_interrupted_run(tmp_path, uninterrupted):

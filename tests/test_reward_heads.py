@@ -120,3 +120,27 @@ def test_orm_trained_mode_fits_saves_and_reloads(engine, arith_task, own_samples
     assert all(0.0 < s < 1.0 for s in scores)
     again = ORMRewarder(cfg, task=arith_task, engine=engine)  # reloads the saved head, trains nothing
     assert again.score(items) == pytest.approx(scores, abs=1e-6)
+
+
+def test_head_training_uses_the_runs_trainer_settings_and_logs_each_step(tiny_policy):
+    """Inside a run, a head's Trainer takes the run's settings (here a callback) and its per-step loss and
+    accuracy go to the run's logger, on the run's global step."""
+    from sisearch.optim.common import TrainerConfig
+    from sisearch.optim.session import training_session
+    from sisearch.tracking.steps import StepSink
+
+    rows: list[tuple[int, dict]] = []
+    sink = StepSink([lambda metrics, step: rows.append((step, metrics))], start_step=5)
+    monitor = {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor", "logging_interval": "step"}
+    settings = TrainerConfig(accelerator="cpu", progress_bar=False, callbacks=[monitor])
+    examples = [HeadExample("Q:1+2=?\n", ["1+2=3\n", "A:3"], [1.0]), HeadExample("Q:1+2=?\n", ["1+2=4\n", "A:4"], [0.0])]
+    head = RewardHead.fresh(tiny_policy, "outcome", dropout=0.0, step_delimiter="\n")
+    with training_session(settings, sink):
+        metrics = train_head(head, examples, HeadTrainConfig(batch_size=2, epochs=3.0, dropout=0.0, progress=False))
+    assert [step for step, _ in rows] == [6, 7, 8] and metrics["train/steps"] == 3.0
+    for _, row in rows:
+        assert {"reward_head/loss", "reward_head/head_loss", "reward_head/accuracy", "reward_head/grad_norm",
+                "reward_head/learning_rate"} <= set(row)
+        assert "reward_head/lr-AdamW/pg2" in row  # the configured callback: one rate per parameter group
+    assert rows[0][1]["reward_head/accuracy"] == 0.5  # a zero head: values 0 are not > 0, so only the 0-label agrees
+    assert rows[0][1]["reward_head/head_loss"] == pytest.approx(math.log(2.0), abs=1e-6)

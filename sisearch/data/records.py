@@ -71,10 +71,13 @@ def write_records(path: Path, records: Sequence[Any]) -> None:
     write_jsonl(path, [json.dumps({"kind": record_kind(type(r)), **asdict(r)}, sort_keys=True) for r in records])
 
 
-def read_records(path: Path) -> list[Any]:
+def read_records(path: Path, limit: int | None = None) -> list[Any]:
+    """The records of a data.jsonl file (its first `limit` only, when given)."""
     records = []
     with Path(path).open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
+            if limit is not None and len(records) >= limit:
+                break
             data = json.loads(line)
             kind = data.pop("kind", None)
             if kind not in RECORD_TYPES:

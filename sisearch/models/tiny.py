@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sisearch.files import build_directory_once
 from sisearch.models.policy import LoraConfig, Policy, load_policy
-from sisearch.optim.common import TrainerConfig
+from sisearch.optim.session import run_trainer_settings, training_session
 from sisearch.optim.sft import SFTConfig, fit_sft
 from sisearch.registry import register
 from sisearch.tasks.arith import is_held_out, random_chain, written_solution
@@ -115,8 +115,11 @@ def train_tiny(cfg: TinyConfig, directory: Path, progress_bar: bool = True) -> d
     sft = SFTConfig(
         lr=cfg.lr, batch_size=cfg.batch_size, epochs=1.0, max_steps=cfg.sft_steps, schedule="cosine", warmup_ratio=0.05
     )
-    trainer = TrainerConfig(accelerator="cpu" if cfg.device == "cpu" else "auto", progress_bar=progress_bar)
-    metrics = fit_sft(policy, sft_examples(cfg, cfg.sft_steps * cfg.batch_size), sft, trainer, cfg.seed)
+    run = run_trainer_settings()  # the run's Trainer settings; its curves stay out of the run's logger
+    trainer = replace(run, accelerator="cpu" if cfg.device == "cpu" else run.accelerator,
+                      progress_bar=progress_bar and run.progress_bar)
+    with training_session(trainer):
+        metrics = fit_sft(policy, sft_examples(cfg, cfg.sft_steps * cfg.batch_size), sft, trainer, cfg.seed)
     policy.model.to("cpu")
     policy.save(directory)
     return metrics

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from sisearch.models.policy import Policy
 from sisearch.optim.common import TrainerConfig, adamw_with_schedule, make_trainer, steps_for
+from sisearch.optim.session import run_step_sink
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,7 +38,14 @@ class ObjectiveModule(L.LightningModule):
 
     `configure_optimizers` reads `cfg.lr`, `cfg.weight_decay`, `cfg.schedule` and `cfg.warmup_ratio` (an
     OptimizationConfig has them); a module whose config lacks them sets up its own optimizer.
+
+    Every optimizer step's metrics go to the run's logger as `<log_prefix>/<name>`, with TRL's names:
+    `loss`, the objective's own (`rewards/chosen`, `logps/chosen`, `nll_loss`, ...), `learning_rate` and
+    `grad_norm` (the gradient's L2 norm before clipping, as the HF Trainer reports it).
     """
+
+    log_prefix = "train"
+    progress_label = "training"
 
     def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int):
         super().__init__()
@@ -65,9 +73,21 @@ class ObjectiveModule(L.LightningModule):
         for key, metric in metrics.items():
             self.history[key].append(float(metric))
         if self._trainer is not None and self.trainer.optimizers:  # the schedule's rate for this micro-batch
-            self.history["lr"].append(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+            rate = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.history["lr"].append(rate)
+            self.log("learning_rate", rate)
         self.log("loss", value, prog_bar=True)
+        if metrics:
+            self.log_dict({key: float(metric) for key, metric in metrics.items()})
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The gradient norm of the step about to be taken (unscaled, before clipping)."""
+        grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+            self.history["grad_norm"].append(norm)
+            self.log("grad_norm", norm)
 
     def summary(self) -> dict[str, float]:
         """Mean of each metric over training, plus the last loss."""
@@ -86,14 +106,19 @@ def run_training(module: ObjectiveModule, loader: DataLoader, trainer_cfg: Train
     """Fit with a Lightning Trainer; restores the pre-training weights if the loss turns non-finite."""
     # Only trainable tensors can change; under LoRA that is the adapters alone, which keeps the backup small.
     backup = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    sink = run_step_sink()
+    logger = sink.trainer_logger(module.log_prefix) if sink is not None else None
+    trainer = make_trainer(trainer_cfg, max_steps, logger=logger, description=module.progress_label)
     model.train()
     try:
-        make_trainer(trainer_cfg, max_steps).fit(module, loader)
+        trainer.fit(module, loader)
     except NonFiniteLossError:
         model.load_state_dict(backup, strict=False)
         raise
     finally:
         model.eval()
+        if logger is not None:
+            logger.close(trainer.global_step)
     return module.summary()
 
 

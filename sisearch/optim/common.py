@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -36,37 +37,75 @@ class OptimizationConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings shared by every optimizer (`sisearch/conf/trainer/`)."""
+    """Lightning Trainer settings shared by every Trainer of a run (`sisearch/conf/trainer/`): the optimizers', the
+    reward heads' and the tiny model's own training."""
 
     accelerator: str = "auto"
-    devices: int = 1
+    strategy: str = "auto"  # Lightning's: auto | ddp | fsdp | deepspeed | ...
+    devices: Any = 1  # a count, a list of device indices, or "auto"
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
     accumulate_grad_batches: int = 1
+    max_time: str | None = None  # a cap on each training run's wall time, "DD:HH:MM:SS"; null: none
+    deterministic: Any = None  # true | false | "warn" | null (Lightning's default)
+    # Lightning callbacks, each a dict with a Hydra `_target_` (e.g. LearningRateMonitor), made afresh per Trainer
+    callbacks: list[Any] = field(default_factory=list)
     progress_bar: bool = True
 
+    def __post_init__(self) -> None:
+        devices = self.devices
+        if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
+                or (isinstance(devices, list) and devices and all(isinstance(d, int) for d in devices))):
+            raise ValueError(f"devices must be a count >= 1, a list of device indices or 'auto', got {devices!r}")
+        if self.deterministic not in (None, True, False, "warn"):
+            raise ValueError(f"deterministic must be true, false, 'warn' or null, got {self.deterministic!r}")
+        if self.max_time is not None and not re.fullmatch(r"\d+:\d{2}:\d{2}:\d{2}", str(self.max_time)):
+            raise ValueError(f"max_time must be 'DD:HH:MM:SS' (e.g. 00:01:30:00), got {self.max_time!r}")
+        for i, callback in enumerate(self.callbacks):
+            if not isinstance(callback, dict) or "_target_" not in callback:
+                raise ValueError(f"callbacks[{i}] must be a mapping with a '_target_' (a Lightning callback class)")
 
-def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any] | None = None) -> L.Trainer:
+
+def make_callbacks(specs: list[dict[str, Any]]) -> list[Any]:
+    """The configured callbacks, instantiated with Hydra; a bad one is named in one line."""
+    from hydra.utils import instantiate
+
+    callbacks = []
+    for spec in specs:
+        try:
+            callbacks.append(instantiate(spec))
+        except Exception as err:  # Hydra wraps import and argument errors alike
+            raise ValueError(f"trainer.callbacks: cannot make {spec['_target_']}: {str(err).splitlines()[0]}") from None
+    return callbacks
+
+
+def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any] | None = None, logger: Any = None,
+                 description: str = "training") -> L.Trainer:
+    """A Trainer of `max_steps` optimizer steps; `logger` (a Lightning logger) receives every step's metrics."""
     # Lightning's tips about workers and tensor cores are noise for our in-memory datasets.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
     warnings.filterwarnings("ignore", ".*Skipping val loop.*")
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), *make_callbacks(trainer_cfg.callbacks)]
     if trainer_cfg.progress_bar:
         from sisearch.optim.progress_bar import TrainingProgressBar
 
-        callbacks.append(TrainingProgressBar())
+        callbacks.append(TrainingProgressBar(description))
     return L.Trainer(
         accelerator=trainer_cfg.accelerator,
+        strategy=trainer_cfg.strategy,
         devices=trainer_cfg.devices,
         precision=trainer_cfg.precision,
         gradient_clip_val=trainer_cfg.gradient_clip_val,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         max_steps=max_steps,
         max_epochs=-1,
-        logger=False,
+        max_time=trainer_cfg.max_time,
+        deterministic=trainer_cfg.deterministic,
+        logger=logger if logger is not None else False,
+        log_every_n_steps=1,  # every optimizer step is a row of the run's curves
         enable_checkpointing=False,
         enable_progress_bar=trainer_cfg.progress_bar,
         enable_model_summary=False,

@@ -57,7 +57,7 @@ class PairModule(ObjectiveModule):
         if self.cfg.nll_weight:
             nll = length_normalised_nll(chosen, chosen_len)
             loss = loss + self.cfg.nll_weight * nll
-            metrics["nll"] = float(nll.detach())
+            metrics["nll_loss"] = float(nll.detach())
         return self.record(loss, metrics)
 
 

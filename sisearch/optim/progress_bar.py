@@ -32,7 +32,8 @@ class TrainingProgressBar(ProgressBar):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        self._bar = self._stack.enter_context(progress_task(self.description, total, enabled=self._enabled))
+        label = f"{self.description} (optimizer steps)"
+        self._bar = self._stack.enter_context(progress_task(label, total, enabled=self._enabled))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = self.get_metrics(trainer, pl_module).get("loss")

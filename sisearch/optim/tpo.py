@@ -214,7 +214,7 @@ class TPOModule(ObjectiveModule):
         if self.cfg.nll_weight:
             nll = top_response_nll(policy_logps, to_lists(counts.sum(-1), batch, width), scores, valid)
             loss = loss + self.cfg.nll_weight * nll
-            metrics["nll"] = float(nll.detach())
+            metrics["nll_loss"] = float(nll.detach())
         return self.record(loss, metrics)
 
 

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from sisearch.models.policy import Policy, load_policy
 from sisearch.optim.base import ObjectiveModule, run_training, seeded_loader, steps_for
 from sisearch.optim.common import TrainerConfig, lr_lambda
+from sisearch.optim.session import run_trainer_settings
 from sisearch.optim.logprobs import encode_completion, encode_prompt
 from sisearch.rewards.scoring import auroc, outcome_rm_loss, prm_step_loss
 
@@ -165,6 +166,9 @@ def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> li
 class HeadModule(ObjectiveModule):
     """Head BCE (outcome_rm_loss or prm_step_loss) plus an optional joint LM loss on the solution tokens."""
 
+    log_prefix = "reward_head"
+    progress_label = "reward head training"
+
     def __init__(self, model: ValueHeadModel, kind: str, cfg: HeadTrainConfig, total_steps: int):
         super().__init__(model, cfg, total_steps)
         self.kind = kind
@@ -186,12 +190,19 @@ class HeadModule(ObjectiveModule):
         else:
             head_loss = prm_step_loss(values, batch.targets, batch.mask)
         loss = head_loss
-        metrics = {"head_loss": float(head_loss.detach())}
+        metrics = {"head_loss": float(head_loss.detach()), "accuracy": head_accuracy(values, batch.targets, batch.mask)}
         if self.cfg.lm_coef > 0:
             lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.lm_labels[:, 1:].flatten(), ignore_index=-100)
             loss = loss + self.cfg.lm_coef * lm
             metrics["lm_loss"] = float(lm.detach())
         return self.record(loss, metrics)
+
+
+def head_accuracy(values: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+    """The share of trained positions where the head's side of 0.5 matches the label's (soft labels at 0.5)."""
+    with torch.no_grad():
+        agree = (values.detach() > 0) == (targets >= 0.5)
+        return float(agree[mask].float().mean()) if mask.any() else 0.0
 
 
 class RewardHead:
@@ -288,9 +299,10 @@ def train_head(
         for p in head.model.backbone.parameters():
             p.requires_grad_(False)
     head.model.dropout.p = cfg.dropout
-    if trainer_cfg is None:
-        accelerator = "cpu" if head.device.type == "cpu" else "auto"
-        trainer_cfg = TrainerConfig(accelerator=accelerator, progress_bar=cfg.progress)
+    if trainer_cfg is None:  # the run's Trainer settings, on the device the head's backbone is on
+        run = run_trainer_settings()
+        accelerator = "cpu" if head.device.type == "cpu" else run.accelerator
+        trainer_cfg = replace(run, accelerator=accelerator, progress_bar=run.progress_bar and cfg.progress)
     total = steps_for(len(rows), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
     loader = seeded_loader(rows, cfg.batch_size, partial(collate_heads, kind=kind, pad_id=head.tokenizer.pad_token_id), cfg.seed)
     module = HeadModule(head.model, kind, cfg, total)
