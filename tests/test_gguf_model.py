@@ -294,7 +294,7 @@ REAL_RUN = [
     "search_token_budget=null", "searcher.n=2", "optimizer.epochs=1", "logger=none", "trainer.accelerator=cpu",
     "experiment=rft", "optimizer=rpo",
 ]
-# arith with a few-shot chat prompt (conf/task/arith_small.yaml): adding three small numbers, one worked example
+# arith with a few-shot chat prompt (sisearch/conf/task/arith_small.yaml): adding three small numbers, one worked example
 ARITH_CHAT = ["task=arith_small", "task.train_size=50", "task.test_size_per_difficulty=2"]
 
 

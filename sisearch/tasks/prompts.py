@@ -50,7 +50,7 @@ class PromptConfig:
                 raise ValueError(
                     f"prompt.few_shot[{i}].solution has no line break but a literal '\\n' (backslash, n): a "
                     "command-line override does not turn \\n into a line break; write the examples in a YAML "
-                    "file, where a double-quoted \"...\\n...\" is one (see conf/task/arith_small.yaml)"
+                    "file, where a double-quoted \"...\\n...\" is one (as in sisearch/conf/task/arith_small.yaml)"
                 )
 
 
