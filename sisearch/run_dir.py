@@ -58,9 +58,11 @@ def finish_iteration(run_dir: Path, rows: list[dict[str, Any]], row: dict[str, A
 DISPLAY_LEAVES = ("progress", "progress_bar")
 
 
+SHOWN_DIFFERENCES = 8  # keys named in a refusal; the rest are counted
+
+
 def display_only(key: str) -> bool:
     return key == "resume" or key.rsplit(".", 1)[-1] in DISPLAY_LEAVES
-SHOWN_DIFFERENCES = 8
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
