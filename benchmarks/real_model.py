@@ -85,6 +85,12 @@ def tokens_per_second(engine, policy, prompts: list[str], max_new_tokens: int) -
     return engine_rate, generated / seconds
 
 
+def emit(*rows: tuple[str, str]) -> None:
+    """Rows of the result table, printed as soon as they are measured: a stopped run keeps what it measured."""
+    for name, value in rows:
+        print(f"| {name} | {value} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="arith")
@@ -120,6 +126,7 @@ def main() -> None:
     problems = task.problems("test")[: args.problems]
     prompts = [task.prompt(p) for p in problems]
     print(f"model loaded in {time.time() - start:.1f} s; {len(problems)} {args.task} test problems")
+    print(f"\n| SmolLM2-135M-Instruct, {args.task} | value |\n|---|---|", flush=True)
 
     start = time.time()
     greedy = engine.generate(prompts, n=1, max_new_tokens=task.max_new_tokens, temperature=0.0)
@@ -131,20 +138,20 @@ def main() -> None:
     hits = [[task.check(p, s.text).correct for s in row] for p, row in zip(problems, sampled)]
     base_seconds = time.time() - start
     k = args.samples
-    rows = [
+    emit(
         ("greedy accuracy", f"{greedy_acc:.3f}"),
         (f"pass@{k}", f"{sum(any(h) for h in hits) / len(hits):.3f}"),
         (f"majority@{k}", f"{sum(majority_correct(task, p, r) for p, r in zip(problems, sampled)) / len(problems):.3f}"),
         ("mean sample accuracy", f"{sum(sum(h) / len(h) for h in hits) / len(hits):.3f}"),
         ("base evaluation wall time", f"{base_seconds:.0f} s"),
         ("greedy example", repr(greedy[0][0].text[:120])),
-    ]
+    )
     batch = prompts[:32]
     engine_rate, generate_rate = tokens_per_second(engine, policy, batch, min(task.max_new_tokens, 96))
-    rows += [
+    emit(
         (f"hf engine, tokens/s (batch {len(batch)}, sampled)", f"{engine_rate:.1f}"),
         (f"model.generate, tokens/s (batch {len(batch)}, sampled)", f"{generate_rate:.1f}"),
-    ]
+    )
     if args.iterations:
         loop_cfg = compose(overrides + [
             f"iterations={args.iterations}", f"search_token_budget={args.budget}", "progress=false",
@@ -153,12 +160,9 @@ def main() -> None:
         start = time.time()
         metrics = run(loop_cfg, Path(args.out))
         for row in metrics:
-            rows.append((f"loop iteration {row['iteration']}: greedy accuracy (all {len(task.problems('test'))})",
-                         f"{row['eval/greedy/overall']:.3f}"))
-        rows.append(("loop wall time (evaluations included)", f"{time.time() - start:.0f} s"))
-    print(f"\n| SmolLM2-135M-Instruct, {args.task} | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+            emit((f"loop iteration {row['iteration']}: greedy accuracy (all {len(task.problems('test'))})",
+                  f"{row['eval/greedy/overall']:.3f}"))
+        emit(("loop wall time (evaluations included)", f"{time.time() - start:.0f} s"))
 
 
 if __name__ == "__main__":

@@ -124,10 +124,11 @@ def test_multirun_jobs_share_a_group_and_are_named_from_their_swept_overrides():
 
 def test_extending_a_finished_wandb_run_sends_only_the_new_iteration(tmp_path):
     """W&B already holds iterations 0 and 1: a run extended to 2 iterations in the same directory sends
-    iteration 2 alone, its steps after iteration 1's."""
+    iteration 2 alone, its steps after iteration 1's (a changed config continues only through `resume=`)."""
     run(compose([*RPO, "logger=wandb", "logger.mode=offline"]), tmp_path)
-    with pytest.warns(UserWarning, match="differs from the one it started with"):
-        rows = run(compose([*RPO, "logger=wandb", "logger.mode=offline", "iterations=2"]), tmp_path)
+    with pytest.warns(UserWarning, match="differs from the one it started with: iterations: 1 -> 2"):
+        extended = [*RPO, "logger=wandb", "logger.mode=offline", "iterations=2", f"resume={tmp_path}"]
+        rows = run(compose(extended), tmp_path)
     wandb_run = read_offline_runs(tmp_path)
     assert len(wandb_run.ids) == 1 and len(list(tmp_path.glob("wandb/offline-run-*"))) == 2
     steps = [r["trainer/global_step"] for r in step_rows(wandb_run.history)]
