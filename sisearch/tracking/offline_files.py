@@ -68,10 +68,11 @@ def closed(path: Path) -> bool:
     return any(record.WhichOneof("record_type") == "exit" for record in records(path))
 
 
-def wait_until_written(paths: list[Path], quiet_seconds: float = 2.0, timeout: float = 15.0) -> None:
+def wait_until_written(paths: list[Path], quiet_seconds: float = 10.0, timeout: float = 60.0) -> None:
     """W&B's writer may finish a segment just after `wandb.finish()` returns (seen: the last rows and the exit
     record a moment later). Wait until each segment has its exit record or has not changed for `quiet_seconds`
-    (a killed process's segment never gets one)."""
+    (a killed process's segment never gets one). The quiet time is long because on a loaded machine the writer
+    can stall for seconds mid-segment (seen at load 14: a finished run's last rows read as missing after 2 s)."""
     deadline = time.monotonic() + timeout
     for path in paths:
         while time.monotonic() < deadline and not closed(path):
