@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from sisearch.search.tree import Tree
+
 log = logging.getLogger("sisearch")
 
 T = TypeVar("T")
@@ -141,6 +143,25 @@ def gather_in_order(mine: list[T], world: World, order: Sequence[str], key: Call
     return [by_id[i] for i in order if i in by_id]
 
 
+def gather_trees(mine: list[Tree], order: Sequence[str], world: World) -> tuple[list[Tree], list[str]]:
+    """Every rank's trees in `order` (problem ids), and their JSON lines, on every rank.
+
+    Trees travel as their JSON lines and every rank rebuilds all of them from the lines, its own included, so
+    the builder gets the same input everywhere. In one process the trees are returned as they are."""
+    lines = [line for _, line in gather_in_order([(t.problem_id, t.to_json()) for t in mine], world, order, _first)]
+    return ([Tree.from_json(line) for line in lines] if world.distributed else list(mine)), lines
+
+
+def _first(pair: tuple[str, str]) -> str:
+    return pair[0]
+
+
+def write_on_main(world: World, write: Callable[..., Any], *args: Any) -> None:
+    """A write that rank 0 alone makes (the other ranks hold the same content and skip it)."""
+    if world.is_main:
+        write(*args)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
@@ -209,5 +230,5 @@ def rank_seed(seed: int, world: World) -> int:
 
 __all__ = [
     "World", "world_from_env", "init_world", "shard_of", "shard", "split_budget", "gather", "gather_in_order",
-    "barrier", "on_main", "main_first", "check_same", "mean_over_ranks", "rank_seed",
+    "gather_trees", "write_on_main", "barrier", "on_main", "main_first", "check_same", "mean_over_ranks", "rank_seed",
 ]

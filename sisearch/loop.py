@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 from sisearch import registry
 from sisearch.data.records import write_records
 from sisearch.distributed import (
-    World, barrier, check_same, gather_in_order, init_world, main_first, mean_over_ranks, on_main, rank_seed, shard,
-    split_budget,
+    World, barrier, check_same, gather_trees, init_world, main_first, mean_over_ranks, on_main, rank_seed, shard,
+    split_budget, write_on_main,
 )
 from sisearch.evaluate import evaluate_with_outputs
 from sisearch.files import write_jsonl
@@ -194,8 +194,8 @@ class Loop:
         records, metrics = self.build(t, trees, directory)
         row.update(metrics)
         row.update(self.train(t, records))
-        if self.cfg.save_checkpoints and self.world.is_main:
-            self.parts.policy.save(directory / "policy")
+        if self.cfg.save_checkpoints:
+            write_on_main(self.world, self.parts.policy.save, directory / "policy")
         row.update(self.evaluate(t))
         row["iteration/seconds"] = time.time() - start
         return row
@@ -215,21 +215,15 @@ class Loop:
             lambda chunk: run_search(self.parts.searcher, chunk, chunk_ctx), shard(problems, self.world, problem_id),
             split_budget(self.cfg.search_token_budget, self.world), self.cfg.search_chunk, progress=self.cfg.progress,
         )
-        # Trees travel as their JSON lines, and every rank rebuilds all of them from the lines: the same input
-        # to the builder everywhere.
-        mine_lines = [(tree.problem_id, tree.to_json()) for tree in mine]
-        lines = [line for _, line in gather_in_order(mine_lines, self.world, [p.id for p in problems], first)]
-        trees = [Tree.from_json(line) for line in lines] if self.world.distributed else mine
+        trees, lines = gather_trees(mine, [p.id for p in problems], self.world)
         metrics = {**search_metrics(trees, time.time() - start), **balance_metrics(trees, self.cfg.balance)}
-        if self.world.is_main:
-            write_jsonl(directory / "trees.jsonl", lines)
+        write_on_main(self.world, write_jsonl, directory / "trees.jsonl", lines)
         return trees, metrics
 
     def build(self, t: int, trees: list[Tree], directory: Path) -> tuple[list[Any], dict[str, float]]:
         records = self.parts.builder.build(trees, self.problems_by_id, self.seed(t, Phase.DATA))
         check_same("training records", repr(records), self.world)  # DDP splits one data set, the same everywhere
-        if self.world.is_main:
-            write_records(directory / "data.jsonl", records)
+        write_on_main(self.world, write_records, directory / "data.jsonl", records)
         return records, {"data/records": float(len(records))}
 
     def train(self, t: int, records: list[Any]) -> dict[str, float]:
@@ -262,8 +256,8 @@ class Loop:
         metrics, outputs = evaluate_with_outputs(
             self.parts.task, self.parts.engine, self.cfg.eval, self.cfg.progress, world=self.world
         )
-        if self.world.is_main:
-            write_jsonl(iteration_dir(self.run_dir, t) / "eval.jsonl", [json.dumps(o, sort_keys=True) for o in outputs])
+        lines = [json.dumps(o, sort_keys=True) for o in outputs]
+        write_on_main(self.world, write_jsonl, iteration_dir(self.run_dir, t) / "eval.jsonl", lines)
         return metrics
 
 
@@ -276,6 +270,3 @@ def fresh_directory(directory: Path) -> None:
 def problem_id(problem: Problem) -> str:
     return problem.id
 
-
-def first(pair: tuple[str, str]) -> str:
-    return pair[0]

@@ -71,7 +71,9 @@ class FullWeights(L.Callback):
         if trainer.is_global_zero:
             missing, _ = self.model.load_state_dict(full_weights(state), strict=False)
             if missing:
-                raise RuntimeError(f"the gathered weights lack {len(missing)} of the policy's tensors, e.g. {missing[0]}")
+                raise RuntimeError(
+                    f"the gathered weights lack {len(missing)} of the policy's tensors, e.g. {missing[0]}"
+                )
         broadcast_weights(self.model)
 
 
