@@ -5,6 +5,7 @@ many times over (a search that took 7 s alone took 3.5 min beside another sisear
 waiting for each other. So each rank of a distributed run, and each job of a parallel Hydra launcher (joblib),
 runs cores / (processes on this machine) threads, unless the user chose: the `threads` config key first, then
 `OMP_NUM_THREADS` (which torchrun sets to 1 for each process when it starts several and the variable is unset).
+A process alone on its machine keeps torch's default.
 """
 
 from __future__ import annotations
@@ -47,14 +48,18 @@ def parallel_launcher_jobs() -> int:
     return available_cores() if n_jobs < 0 else n_jobs  # joblib's -1: as many jobs as cores
 
 
-def choose_threads(configured: int | None, env: dict[str, str], local_processes: int, cores: int) -> tuple[int, str]:
-    """(threads, why): the config's `threads`, else OMP_NUM_THREADS, else this process's share of the cores."""
+def choose_threads(configured: int | None, env: dict[str, str], local_processes: int,
+                   cores: int) -> tuple[int | None, str]:
+    """(threads, why): the config's `threads`, else OMP_NUM_THREADS, else this process's share of the cores when
+    it shares them; None (torch's own choice) for a process alone on its machine."""
     if configured is not None:
         if configured < 1:
             raise ValueError(f"threads must be null or at least 1, got {configured}")
         return configured, "the threads setting"
     if env.get("OMP_NUM_THREADS", "").strip():
         return int(env["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    if local_processes <= 1:
+        return None, "torch's default"  # physical cores, which may be fewer than the affinity's logical ones
     return thread_share(cores, local_processes), f"{cores} cores shared by {local_processes} processes"
 
 
@@ -62,7 +67,9 @@ def set_threads(configured: int | None, local_processes: int) -> int:
     """Set torch's intra-op threads for this process; returns the count."""
     processes = local_processes * parallel_launcher_jobs()
     threads, why = choose_threads(configured, dict(os.environ), processes, available_cores())
-    if torch.get_num_threads() != threads:
+    if threads is None:
+        threads = torch.get_num_threads()
+    elif torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     log.debug("torch intra-op threads: %d (%s)", threads, why)
     return threads

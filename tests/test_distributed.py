@@ -79,6 +79,7 @@ def test_token_budget_is_split_across_ranks():
 def test_threads_take_a_share_of_the_cores_unless_the_user_chose():
     assert thread_share(16, 8) == 2 and thread_share(2, 4) == 1
     assert choose_threads(None, {}, 4, 16) == (4, "16 cores shared by 4 processes")
+    assert choose_threads(None, {}, 1, 16)[0] is None  # alone on the machine: torch's own default
     assert choose_threads(None, {"OMP_NUM_THREADS": "3"}, 4, 16)[0] == 3
     assert choose_threads(5, {"OMP_NUM_THREADS": "3"}, 4, 16)[0] == 5  # the config key wins
     with pytest.raises(ValueError, match="threads must be null or at least 1"):
