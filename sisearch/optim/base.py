@@ -117,12 +117,15 @@ def run_training(module: ObjectiveModule, loader: DataLoader, trainer_cfg: Train
                            description=module.progress_label)
     loader = rank_loader(loader, trainer.world_size, trainer.global_rank)
     module.model.train()
+    device = next(model.parameters()).device
     try:
         trainer.fit(module, loader)
     except NonFiniteLossError:
         model.load_state_dict(backup, strict=False)
         raise
     finally:
+        # Lightning's teardown moves the module to the CPU; the policy searches on the device it came on.
+        model.to(device)
         model.eval()
         if logger is not None:
             logger.close(trainer.global_step)
