@@ -65,7 +65,10 @@ def world_from_env(env: dict[str, str] | None = None) -> World:
 def export_slurm_env() -> None:
     """Under SLURM tasks (Hydra's submitit launcher with tasks_per_node > 1 or nodes > 1) without torchrun,
     export the `env://` variables from submitit's view of the job, so that every task joins one process group."""
-    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    # Only submitit's own jobs: a plain script in a many-task allocation is one process, not a rank of a group.
+    if "WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return
     try:
         from submitit.helpers import TorchDistributedEnvironment

@@ -59,6 +59,27 @@ def test_world_comes_from_torchrun_variables():
         world_from_env({"RANK": "2", "WORLD_SIZE": "2"})
 
 
+SLURM_TASK = {"SLURM_JOB_ID": "123", "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
+              "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NODEID": "1"}
+
+
+def test_a_submitit_slurm_task_becomes_a_rank_and_a_plain_slurm_script_does_not(monkeypatch):
+    pytest.importorskip("submitit")
+    from sisearch.distributed import export_slurm_env
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, so that what the export sets is undone after the test
+        monkeypatch.delenv(key)
+    for key, value in SLURM_TASK.items():
+        monkeypatch.setenv(key, value)
+    export_slurm_env()  # no SUBMITIT_EXECUTOR: one process in a 4-task allocation, not a rank
+    assert world_from_env() == World()
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    export_slurm_env()
+    assert world_from_env() == World(rank=3, size=4, local_rank=1, local_size=2)
+    assert os.environ["MASTER_ADDR"] == "node1" and int(os.environ["MASTER_PORT"]) > 0
+
+
 def test_shards_split_problems_by_id_alone():
     ids = [f"train-{i}" for i in range(200)]
     shards = [shard(ids, World(rank, 3), key=str) for rank in range(3)]
