@@ -80,6 +80,22 @@ def plain_hydra_error(err: HydraException, text: str) -> str:
     return one_line(text)
 
 
+def launched_rank() -> int:
+    """This process's rank under torchrun or SLURM tasks (0 otherwise), read before Hydra starts."""
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
+def quiet_hydra_overrides(argv: list[str]) -> list[str]:
+    """For the ranks other than 0: no `.hydra/` files and no log file of their own (rank 0 writes the run
+    directory; their log lines still reach the console)."""
+    extra = []
+    if not any(a.startswith("hydra.output_subdir=") for a in argv):
+        extra.append("hydra.output_subdir=null")
+    if not any(a.startswith(("hydra/job_logging=", "hydra.job_logging")) for a in argv):
+        extra.append("hydra/job_logging=stdout")
+    return extra
+
+
 def _main(cfg: DictConfig) -> float:
     from sisearch.loop import run
     from sisearch.objective import DEFAULT_OBJECTIVE, objective_value
@@ -95,13 +111,15 @@ def _main(cfg: DictConfig) -> float:
         job_failed(err, BAD_INPUT_EXIT, output_dir, multirun)
     except NonFiniteLossError as err:
         job_failed(err, JOB_FAILED_EXIT, output_dir, multirun)
-    record_outcome(output_dir, None)
+    if launched_rank() == 0:
+        record_outcome(output_dir, None)
     return value
 
 
 def job_failed(err: Exception, code: int, output_dir: Path, multirun: bool) -> NoReturn:
     logging.getLogger("sisearch").error("%s", err)
-    record_outcome(output_dir, one_line(str(err)))
+    if launched_rank() == 0:
+        record_outcome(output_dir, one_line(str(err)))
     if multirun:  # SystemExit would end the whole sweep at its first failing job
         raise JobFailed(f"{output_dir}: {one_line(str(err))}") from err
     fail(str(err), code)
@@ -111,6 +129,8 @@ def main() -> None:
     # Let Hydra's composition errors (mistyped keys, unknown options) reach us instead of being printed
     # as several lines with exit code 1; a user who set HYDRA_FULL_ERROR keeps their choice.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    if launched_rank() > 0:
+        sys.argv += quiet_hydra_overrides(sys.argv[1:])
     try:
         hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(_main)()
     except HydraException as err:

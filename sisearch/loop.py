@@ -2,7 +2,8 @@
 
 `run` reads as the table of contents; each phase of an iteration is a method that returns its metrics.
 The run directory's layout and crash-safety live in `sisearch/run_dir.py`, the config checks in
-`sisearch/run_config.py`, where the numbers go (W&B or CSV, per step and per iteration) in `sisearch/tracking/`.
+`sisearch/run_config.py`, where the numbers go (W&B or CSV, per step and per iteration) in `sisearch/tracking/`,
+and what changes under a distributed launch (shards, gathers, barriers, rank-0 writes) in `sisearch/distributed.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from omegaconf import DictConfig
 
 from sisearch import registry
 from sisearch.data.records import write_records
+from sisearch.distributed import (
+    World, barrier, check_same, gather_trees, init_world, main_first, mean_over_ranks, on_main, rank_seed, shard,
+    split_budget, write_on_main,
+)
 from sisearch.evaluate import evaluate_with_outputs
 from sisearch.files import write_jsonl
 from sisearch.models.policy import Policy, load_policy, policy_options
@@ -40,6 +45,7 @@ from sisearch.search.scheduler import SearchContext, run_search
 from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
 from sisearch.third_party_warnings import third_party_warnings_to
+from sisearch.threads import set_threads
 from sisearch.tracking.tracker import start_tracking
 
 log = logging.getLogger("sisearch")
@@ -80,35 +86,43 @@ class Components:
 
 def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     """Run (or resume) the loop in `run_dir`; returns one metrics row per finished iteration (0 = base)."""
-    loop_cfg, typed, trainer_cfg = validate_config(cfg)
-    run_dir = prepare_run_dir(cfg, run_dir, loop_cfg.resume)
+    world = init_world()  # one process unless launched by torchrun or as SLURM tasks
+    loop_cfg, typed, trainer_cfg = validate_config(cfg, world)
+    set_threads(loop_cfg.threads, world.local_size)
+    if not world.is_main:  # one display: rank 0's
+        loop_cfg = replace(loop_cfg, progress=False)
+    run_dir = on_main(world, lambda: prepare_run_dir(cfg, run_dir, loop_cfg.resume))  # rank 0's directory for all
     rows = finished_iterations(run_dir)
-    with third_party_warnings_to(run_dir):
-        tracker = start_tracking(cfg, run_dir, rows)  # per-step curves, iteration rows, tables, artifacts
+    with third_party_warnings_to(run_dir, write=world.is_main):
+        # per-step curves, iteration rows, tables, artifacts: rank 0's alone
+        tracker = start_tracking(cfg, run_dir, rows, write=world.is_main)
         status = "failed"
         try:
             # every Trainer of the run (optimizers, reward heads, the tiny model's own) takes these settings
             settings = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and loop_cfg.progress)
             with training_session(settings, tracker.steps):
-                parts = build_components(typed, loop_cfg, run_dir, rows)
-                loop = Loop(loop_cfg, trainer_cfg, parts, run_dir)
-                if rows:  # a kill between an iteration's metrics.json and metrics.jsonl's rewrite left it one row short
+                parts = build_components(typed, loop_cfg, run_dir, rows, world)
+                loop = Loop(loop_cfg, trainer_cfg, parts, run_dir, world)
+                if rows and world.is_main:  # a kill between metrics.json and metrics.jsonl left it one row short
                     write_metrics(run_dir, rows)
                 for t in range(len(rows), loop_cfg.iterations + 1):
                     with stage(f"iteration {t}"):
                         row = loop.run_iteration(t) if t else {"iteration": 0, **loop.evaluate(0)}
-                    finish_iteration(run_dir, rows, tracker.stamp(row))
+                    finish_iteration(run_dir, rows, tracker.stamp(row), write=world.is_main)
                     tracker.log_iteration(run_dir, rows[-1])
-                    report_iteration(rows)
+                    barrier(world)  # the other ranks wait for rank 0's files of the iteration
+                    if world.is_main:
+                        report_iteration(rows)
             status = "success"
         finally:
             tracker.finish(status)
-    print_summary(rows)
+    if world.is_main:
+        print_summary(rows)
     return rows
 
 
 def build_components(
-    typed: dict[str, Any], loop_cfg: LoopConfig, run_dir: Path, rows: list[dict[str, Any]]
+    typed: dict[str, Any], loop_cfg: LoopConfig, run_dir: Path, rows: list[dict[str, Any]], world: World = World()
 ) -> Components:
     task = registry.build("task", typed["task"])
     if not task.problems("train"):
@@ -121,7 +135,8 @@ def build_components(
     optimizer_cls = registry.lookup("optimizer", typed["optimizer"].name).cls
     # On-policy objectives (score) sample and check answers while training.
     optimizer = registry.build("optimizer", typed["optimizer"], **({"task": task} if optimizer_cls.needs_task else {}))
-    policy = restore_policy(model, run_dir, rows, loop_cfg.progress)
+    # Rank 0 first: it fills the model cache (the tiny model trains once), the others then read it.
+    policy = main_first(world, lambda: restore_policy(model, run_dir, rows, loop_cfg.progress))
     task.use_tokenizer(policy.tokenizer)  # chat-template prompts when the task's prompt.format asks for them
     engine = registry.build("engine", typed["engine"], policy=policy)
     rewarder = registry.build("rewarder", typed["rewarder"], task=task, engine=engine)
@@ -158,8 +173,9 @@ def load_checkpoint(model_component: Any, directory: Path) -> Policy:
 class Loop:
     """One run's iterations; each phase returns the metrics it adds to the iteration's row."""
 
-    def __init__(self, cfg: LoopConfig, trainer_cfg: TrainerConfig, parts: Components, run_dir: Path):
-        self.cfg, self.parts, self.run_dir = cfg, parts, run_dir
+    def __init__(self, cfg: LoopConfig, trainer_cfg: TrainerConfig, parts: Components, run_dir: Path,
+                 world: World = World()):
+        self.cfg, self.parts, self.run_dir, self.world = cfg, parts, run_dir, world
         self.trainer_cfg = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and cfg.progress)
         self.train_pool = parts.task.problems("train")
         self.problems_by_id = {p.id: p for p in self.train_pool}
@@ -171,9 +187,7 @@ class Loop:
     def run_iteration(self, t: int) -> dict[str, Any]:
         start = time.time()
         directory = iteration_dir(self.run_dir, t)
-        if directory.exists():  # an unfinished attempt: start it over
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        on_main(self.world, lambda: fresh_directory(directory))  # an unfinished attempt starts over
         row: dict[str, Any] = {"iteration": t}
         trees, metrics = self.search(t, self.draw_problems(t), directory)
         row.update(metrics)
@@ -181,7 +195,7 @@ class Loop:
         row.update(metrics)
         row.update(self.train(t, records))
         if self.cfg.save_checkpoints:
-            self.parts.policy.save(directory / "policy")
+            write_on_main(self.world, self.parts.policy.save, directory / "policy")
         row.update(self.evaluate(t))
         row["iteration/seconds"] = time.time() - start
         return row
@@ -192,21 +206,24 @@ class Loop:
         return rng.sample(self.train_pool, min(self.cfg.problems_per_iteration, len(self.train_pool)))
 
     def search(self, t: int, problems: list[Problem], directory: Path) -> tuple[list[Tree], dict[str, float]]:
-        self.parts.engine.reseed(self.seed(t, Phase.SEARCH))
+        """Search this rank's shard of `problems` on its share of the token budget; every rank gets all trees."""
+        self.parts.engine.reseed(rank_seed(self.seed(t, Phase.SEARCH), self.world))
         start = time.time()
         # Under a budget one bar counts tokens, so the chunks' own bars stay off.
         chunk_ctx = replace(self.search_ctx, progress=self.cfg.progress and self.cfg.search_token_budget is None)
-        trees = search_with_budget(
-            lambda chunk: run_search(self.parts.searcher, chunk, chunk_ctx), problems,
-            self.cfg.search_token_budget, self.cfg.search_chunk, progress=self.cfg.progress,
+        mine = search_with_budget(
+            lambda chunk: run_search(self.parts.searcher, chunk, chunk_ctx), shard(problems, self.world, problem_id),
+            split_budget(self.cfg.search_token_budget, self.world), self.cfg.search_chunk, progress=self.cfg.progress,
         )
+        trees, lines = gather_trees(mine, [p.id for p in problems], self.world)
         metrics = {**search_metrics(trees, time.time() - start), **balance_metrics(trees, self.cfg.balance)}
-        write_jsonl(directory / "trees.jsonl", [tree.to_json() for tree in trees])
+        write_on_main(self.world, write_jsonl, directory / "trees.jsonl", lines)
         return trees, metrics
 
     def build(self, t: int, trees: list[Tree], directory: Path) -> tuple[list[Any], dict[str, float]]:
         records = self.parts.builder.build(trees, self.problems_by_id, self.seed(t, Phase.DATA))
-        write_records(directory / "data.jsonl", records)
+        check_same("training records", repr(records), self.world)  # DDP splits one data set, the same everywhere
+        write_on_main(self.world, write_records, directory / "data.jsonl", records)
         return records, {"data/records": float(len(records))}
 
     def train(self, t: int, records: list[Any]) -> dict[str, float]:
@@ -223,6 +240,7 @@ class Loop:
                 raise NonFiniteLossError(
                     f"iteration {t}: {err}; finished iterations stay in {self.run_dir}, and re-running there resumes"
                 ) from None
+            metrics = mean_over_ranks(metrics, self.world)  # each rank's means are over its share of the batches
             metrics["train/seconds"] = time.time() - start
             metrics["train/skipped"] = 0.0
         else:
@@ -234,7 +252,21 @@ class Loop:
     def evaluate(self, t: int) -> dict[str, float]:
         """Held-out accuracy of the policy as it is after iteration `t` (0: the base policy); the greedy
         outputs with their verdicts go to the iteration's eval.jsonl."""
-        self.parts.engine.reseed(self.seed(t, Phase.EVAL))
-        metrics, outputs = evaluate_with_outputs(self.parts.task, self.parts.engine, self.cfg.eval, self.cfg.progress)
-        write_jsonl(iteration_dir(self.run_dir, t) / "eval.jsonl", [json.dumps(o, sort_keys=True) for o in outputs])
+        self.parts.engine.reseed(rank_seed(self.seed(t, Phase.EVAL), self.world))
+        metrics, outputs = evaluate_with_outputs(
+            self.parts.task, self.parts.engine, self.cfg.eval, self.cfg.progress, world=self.world
+        )
+        lines = [json.dumps(o, sort_keys=True) for o in outputs]
+        write_on_main(self.world, write_jsonl, iteration_dir(self.run_dir, t) / "eval.jsonl", lines)
         return metrics
+
+
+def fresh_directory(directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def problem_id(problem: Problem) -> str:
+    return problem.id
+

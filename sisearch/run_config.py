@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sisearch import registry
+from sisearch.distributed import World
 from sisearch.evaluate import EvalConfig
 from sisearch.objective import DEFAULT_OBJECTIVE
 from sisearch.optim.common import TrainerConfig, make_callbacks, make_trainer
@@ -31,6 +32,9 @@ class LoopConfig:
     search_chunk: int = 64
     step_max_new_tokens: int = 32  # token budget of one step when a searcher expands step by step
     progress: bool = True  # progress bars (one live display; see sisearch/progress.py)
+    # torch's intra-op threads per process; None: OMP_NUM_THREADS if set, else this process's share of the
+    # machine's cores (sisearch/threads.py)
+    threads: int | None = None
     save_checkpoints: bool = True  # the policy after each iteration, in iterations/iter_NN/policy
     resume: str | None = None  # a run directory to continue after its last finished iteration
     plugins: list[str] = field(default_factory=list)  # importable modules that register extra components
@@ -40,7 +44,7 @@ class LoopConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig)  # B-STaR monitoring of each search (bstar/*)
 
 
-def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
+def validate_config(cfg: DictConfig, world: World = World()) -> tuple[LoopConfig, dict[str, Any], TrainerConfig]:
     """Check every part of the config before any work starts; returns the typed configs."""
     allowed = [*LoopConfig.__dataclass_fields__, *registry.KINDS, *OTHER_GROUPS]
     # Hydra's struct mode rejects `iteration=3`, but `+iteration=3` (or a YAML typo) would pass silently.
@@ -65,10 +69,12 @@ def validate_config(cfg: DictConfig) -> tuple[LoopConfig, dict[str, Any], Traine
             check_requirements(typed_cfg)
     check_chat_template(typed["task"], typed["model"])
     trainer_cfg = registry.to_typed(TrainerConfig, cfg.get("trainer") or {}, "trainer config")
-    check_trainer(trainer_cfg)
+    check_trainer(trainer_cfg, world)
     check_builder_feeds_optimizer(typed["builder"].name, typed["optimizer"].name)
     if loop_cfg.iterations < 0 or loop_cfg.problems_per_iteration < 1:
         raise registry.ConfigError("iterations must be >= 0 and problems_per_iteration >= 1")
+    if loop_cfg.threads is not None and loop_cfg.threads < 1:
+        raise registry.ConfigError(f"threads must be null or at least 1, got {loop_cfg.threads}")
     if loop_cfg.search_chunk < 1 or (loop_cfg.search_token_budget is not None and loop_cfg.search_token_budget < 1):
         raise registry.ConfigError("search_chunk must be >= 1 and search_token_budget null or >= 1")
     return loop_cfg, typed, trainer_cfg
@@ -98,17 +104,28 @@ def check_builder_feeds_optimizer(builder: str, optimizer: str) -> None:
         )
 
 
-def check_trainer(trainer_cfg: TrainerConfig) -> None:
+def check_trainer(trainer_cfg: TrainerConfig, world: World = World()) -> None:
     """Make the callbacks and a Trainer once, so that settings Lightning refuses (a device count this machine
-    lacks, an unknown strategy, a callback that cannot be made) are named before any work, not after a search."""
+    lacks, an unknown strategy, a callback that cannot be made) are named before any work, not after a search.
+
+    The Trainer's processes must be the run's own: Lightning would otherwise start copies of the whole command
+    at the first training (each searching from scratch), so a Trainer of several processes needs the run
+    launched as that many processes (torchrun, SLURM tasks), and a launched run a Trainer over all of them."""
     try:
         make_callbacks(trainer_cfg.callbacks)
     except ValueError as err:
         raise registry.ConfigError(str(err)) from None
     try:
-        make_trainer(replace(trainer_cfg, callbacks=[], progress_bar=False), max_steps=1)
+        trainer = make_trainer(replace(trainer_cfg, callbacks=[], progress_bar=False), max_steps=1)
     except Exception as err:  # Lightning raises ValueError, MisconfigurationException, RuntimeError, ...
         raise registry.ConfigError(f"trainer config: {str(err).splitlines()[0]}") from None
+    if trainer.world_size != world.size:
+        raise registry.ConfigError(
+            f"trainer config: strategy '{trainer_cfg.strategy}' with devices={trainer_cfg.devices} and "
+            f"num_nodes={trainer_cfg.num_nodes} trains in {trainer.world_size} processes, but the run was launched as "
+            f"{world.size}; launch as many (torchrun --nproc-per-node N -m sisearch.cli ..., README \"Launching\") "
+            "or set trainer.devices x trainer.num_nodes to the number launched"
+        )
 
 
 def check_logger(cfg: Any) -> None:

@@ -46,16 +46,20 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_jsonl(run_dir / METRICS_FILE, [json.dumps(row, sort_keys=True) for row in rows])
 
 
-def finish_iteration(run_dir: Path, rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
-    """Mark iteration `row["iteration"]` finished and append its row to `rows` and `metrics.jsonl`."""
+def finish_iteration(run_dir: Path, rows: list[dict[str, Any]], row: dict[str, Any], write: bool = True) -> None:
+    """Mark iteration `row["iteration"]` finished and append its row to `rows` and `metrics.jsonl` (`write=False`,
+    the other ranks of a distributed run: to `rows` only)."""
+    if not write:
+        rows.append(row)
+        return
     atomic_write(iteration_dir(run_dir, int(row["iteration"])) / DONE_FILE, json.dumps(row, sort_keys=True))
     rows.append(row)
     write_metrics(run_dir, rows)
 
 
-# Keys that change how a run is shown or where it continues, not what it computes: they may differ when a
+# Keys that change how a run is shown, how fast or where it continues, not what it computes: they may differ when a
 # run is continued. `progress` is interpolated into components, so a leaf of that name counts anywhere.
-DISPLAY_LEAVES = ("progress", "progress_bar")
+DISPLAY_LEAVES = ("progress", "progress_bar", "threads")
 
 
 SHOWN_DIFFERENCES = 8  # keys named in a refusal; the rest are counted

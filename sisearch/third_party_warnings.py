@@ -25,8 +25,9 @@ def is_ours(filename: str) -> bool:
 
 
 @contextmanager
-def third_party_warnings_to(run_dir: Path) -> Iterator[None]:
-    """Inside the block, warnings raised from outside sisearch are appended to the run's warnings file."""
+def third_party_warnings_to(run_dir: Path, write: bool = True) -> Iterator[None]:
+    """Inside the block, warnings raised from outside sisearch are appended to the run's warnings file
+    (`write=False`, the other ranks of a distributed run: dropped, rank 0 has the same ones)."""
     path = Path(run_dir) / WARNINGS_FILE
     shown = warnings.showwarning
     count = 0
@@ -37,6 +38,8 @@ def third_party_warnings_to(run_dir: Path) -> Iterator[None]:
             shown(message, category, filename, lineno, file, line)
             return
         count += 1
+        if not write:
+            return
         with path.open("a", encoding="utf-8") as handle:
             handle.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -51,5 +54,5 @@ def third_party_warnings_to(run_dir: Path) -> Iterator[None]:
         warnings.showwarning = shown
         if bars_were_on:
             hf_logging.enable_progress_bar()
-        if count:
+        if count and write:
             log.info("%d third-party warning%s in %s", count, "s" if count > 1 else "", path)

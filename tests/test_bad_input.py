@@ -79,7 +79,7 @@ def test_mistyped_top_level_and_trainer_values(no_work, fresh_small_run, tmp_pat
     message = run_error(fresh_small_run + ["+eval.sample=4"], tmp_path / "run")
     assert message == "run config: unknown key 'eval.sample'; allowed keys: samples, temperature"
     message = run_error(fresh_small_run + ["+trainer.lr=0.1"], tmp_path / "run")
-    assert "trainer config: unknown key 'lr'; allowed keys: accelerator, strategy, devices, precision" in message
+    assert "trainer config: unknown key 'lr'; allowed keys: accelerator, strategy, devices, num_nodes, precision" in message
     message = run_error(fresh_small_run + ["trainer.devices=two"], tmp_path / "run")
     assert message == "trainer config: devices must be a count >= 1, a list of device indices or 'auto', got 'two'"
     message = run_error(fresh_small_run + ["trainer.callbacks=[{_target_:no_such_module.Callback}]"], tmp_path / "run")

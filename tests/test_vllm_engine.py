@@ -127,7 +127,7 @@ class LoRARequest:
 ENGINE_ARGS = {
     "dtype", "seed", "gpu_memory_utilization", "max_model_len", "tensor_parallel_size", "enable_prefix_caching",
     "enforce_eager", "enable_sleep_mode", "trust_remote_code", "logprobs_mode", "enable_lora", "max_lora_rank",
-    "max_loras",
+    "max_loras", "distributed_executor_backend", "data_parallel_size",
 }
 
 
@@ -451,6 +451,28 @@ def test_sync_without_lora_reloads_the_saved_weights_in_place(fake_vllm, tiny_po
     engine.sync(tiny_policy)
     second = Path(llm.events[-2][2]["weights_path"])
     assert second != first and second.is_dir() and not first.exists()  # only the served copy stays
+
+
+def test_tensor_parallel_engine_gets_each_iterations_weights_through_all_its_workers(fake_vllm, tiny_policy, tmp_path):
+    """With tensor_parallel_size > 1 vLLM runs one worker per GPU; the hand-off after training is one
+    collective_rpc, which every worker answers by loading its slice of the saved full weights."""
+    engine, llm = build(tiny_policy, tensor_parallel_size=4, work_dir=str(tmp_path))
+    assert llm.kwargs["tensor_parallel_size"] == 4 and "distributed_executor_backend" not in llm.kwargs
+    for _ in range(2):  # two iterations
+        engine.sync(tiny_policy)
+    rpcs = [e for e in llm.events if e[0] == "collective_rpc"]
+    assert [e[1] for e in rpcs] == ["reload_weights", "reload_weights"]
+    assert Path(rpcs[-1][2]["weights_path"]).is_dir() and not Path(rpcs[0][2]["weights_path"]).exists()
+
+
+def test_under_torchrun_each_rank_runs_its_own_engine_in_the_launchs_group(fake_vllm, tiny_policy, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    _, llm = build(tiny_policy)
+    assert llm.kwargs["distributed_executor_backend"] == "external_launcher"
+    assert llm.kwargs["data_parallel_size"] == 4 and llm.kwargs["tensor_parallel_size"] == 1
+    with pytest.raises(ConfigError, match="tensor_parallel_size=2 under a launch of 4 processes is not supported"):
+        VLLMEngine.check_requirements(VLLMEngineConfig(tensor_parallel_size=2))
 
 
 def test_sync_with_lora_serves_each_new_adapter_under_a_new_id(fake_vllm, tiny_dir, tmp_path):

@@ -34,6 +34,15 @@ How the Engine contract maps onto vLLM:
   were computed with the old weights). In-place reload keeps the KV cache, the CUDA graphs and the engine
   process; rebuilding the `LLM` from a saved directory instead would redo the memory profiling and graph
   capture every iteration, and needs the old engine's GPU memory freed within the same process first.
+- Parallelism. In one process, `tensor_parallel_size` > 1 makes vLLM start its own workers, one per GPU, each
+  holding a slice of every layer (a model that does not fit one GPU); `sync` reaches them all through
+  `collective_rpc`, each worker loading its slice from the saved full weights. Under a distributed launch
+  (torchrun, several SLURM tasks) every rank searches its own problems, so every rank runs its own engine on its
+  own GPU inside the launch's process group: `distributed_executor_backend="external_launcher"` with
+  `data_parallel_size` = the number of ranks, vLLM's documented way to run under torchrun
+  (examples/features/torchrun/torchrun_dp_example_offline.py), the prompts split outside vLLM by our shards.
+  Tensor parallelism inside such a launch would need the ranks of a tensor-parallel group to search the same
+  problems, which the shards do not do yet, so it is refused.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sisearch.distributed import World, world_from_env
 from sisearch.engines.base import Engine, EngineStats, Sample, check_sampling
 from sisearch.models.policy import Policy
 from sisearch.optim.logprobs import encode_prompt, encode_scored_pairs
@@ -117,6 +127,20 @@ def import_vllm() -> VLLMApi:
     return VLLMApi(LLM, SamplingParams, TokensPrompt, LoRARequest)
 
 
+def parallel_args(cfg: VLLMEngineConfig, world: World) -> dict[str, Any]:
+    """The LLM's parallelism arguments beyond tensor_parallel_size: under a distributed launch, one engine per
+    rank inside the launch's process group (vLLM's external launcher), each a data-parallel replica."""
+    if not world.distributed:
+        return {}
+    if cfg.tensor_parallel_size != 1:
+        raise ConfigError(
+            f"engine 'vllm': tensor_parallel_size={cfg.tensor_parallel_size} under a launch of {world.size} processes "
+            "is not supported (each rank searches its own problems with its own engine); use tensor_parallel_size=1 "
+            "per rank, or one process (no torchrun) with tensor_parallel_size=N for a model that needs N GPUs"
+        )
+    return {"distributed_executor_backend": "external_launcher", "data_parallel_size": world.size}
+
+
 def lora_rank(policy: Policy) -> int:
     config = getattr(policy.model, "peft_config", {}).get("default")
     return int(getattr(config, "r", 0) or 0)
@@ -146,8 +170,10 @@ def chosen_logprobs(output: Any) -> list[float]:
 class VLLMEngine(Engine):
     @classmethod
     def check_requirements(cls, cfg: VLLMEngineConfig) -> None:
-        """Called while the run config is validated, so a missing vLLM is reported before any work."""
+        """Called while the run config is validated, so a missing vLLM or a parallelism it cannot run is reported
+        before any work."""
         import_vllm()
+        parallel_args(cfg, world_from_env())
 
     def __init__(self, cfg: VLLMEngineConfig, policy: Policy):
         self.vllm = import_vllm()
@@ -180,6 +206,7 @@ class VLLMEngine(Engine):
             enable_sleep_mode=cfg.enable_sleep_mode,
             trust_remote_code=cfg.trust_remote_code,
             logprobs_mode="raw_logprobs",
+            **parallel_args(cfg, world_from_env()),
             **lora_args,
         )
         if self.uses_lora:  # a resumed run's policy already carries trained adapters

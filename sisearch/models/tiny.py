@@ -116,8 +116,9 @@ def train_tiny(cfg: TinyConfig, directory: Path, progress_bar: bool = True) -> d
         lr=cfg.lr, batch_size=cfg.batch_size, epochs=1.0, max_steps=cfg.sft_steps, schedule="cosine", warmup_ratio=0.05
     )
     run = run_trainer_settings()  # the run's Trainer settings; its curves stay out of the run's logger
-    trainer = replace(run, accelerator="cpu" if cfg.device == "cpu" else run.accelerator,
-                      progress_bar=progress_bar and run.progress_bar)
+    # One process trains it (rank 0 of a distributed run, the others wait for the cache): no strategy of its own.
+    trainer = replace(run, accelerator="cpu" if cfg.device == "cpu" else run.accelerator, strategy="auto", devices=1,
+                      num_nodes=1, progress_bar=progress_bar and run.progress_bar)
     with training_session(trainer):
         metrics = fit_sft(policy, sft_examples(cfg, cfg.sft_steps * cfg.batch_size), sft, trainer, cfg.seed)
     policy.model.to("cpu")

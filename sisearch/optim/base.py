@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -9,11 +10,12 @@ from typing import Any, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from sisearch.models.policy import Policy
 from sisearch.optim.common import TrainerConfig, adamw_with_schedule, make_trainer, steps_for
 from sisearch.optim.session import run_step_sink
+from sisearch.optim.sharded import FullWeights, shards_weights
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,18 +110,44 @@ def run_training(module: ObjectiveModule, loader: DataLoader, trainer_cfg: Train
     backup = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     sink = run_step_sink()
     logger = sink.trainer_logger(module.log_prefix) if sink is not None else None
-    trainer = make_trainer(trainer_cfg, max_steps, logger=logger, description=module.progress_label)
-    model.train()
+    sharded = shards_weights(trainer_cfg.strategy)
+    if sharded:  # the strategy re-wraps the module it trains: train a copy, gather its weights into the policy's
+        module.model = copy.deepcopy(model)
+    trainer = make_trainer(trainer_cfg, max_steps, callbacks=[FullWeights(model)] if sharded else None, logger=logger,
+                           description=module.progress_label)
+    loader = rank_loader(loader, trainer.world_size, trainer.global_rank)
+    module.model.train()
+    device = next(model.parameters()).device
     try:
         trainer.fit(module, loader)
     except NonFiniteLossError:
         model.load_state_dict(backup, strict=False)
         raise
     finally:
+        # Lightning's teardown moves the module to the CPU; the policy searches on the device it came on.
+        model.to(device)
         model.eval()
         if logger is not None:
             logger.close(trainer.global_step)
     return module.summary()
+
+
+def rank_loader(loader: DataLoader, world_size: int, rank: int) -> DataLoader:
+    """This rank's share of `loader` under a distributed strategy: the loader's batch size stays the global one
+    (so results do not depend on the number of processes), each rank reading batch_size / world_size records of
+    each batch through a DistributedSampler seeded as the loader was."""
+    if world_size == 1:
+        return loader
+    if loader.batch_size % world_size:
+        raise ValueError(
+            f"the training batch size {loader.batch_size} must be a multiple of the {world_size} training processes "
+            "(each takes an equal share of every batch); set the optimizer's batch_size"
+        )
+    shuffle = isinstance(loader.sampler, RandomSampler)
+    seed = loader.generator.initial_seed() if loader.generator is not None else 0
+    sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size // world_size, sampler=sampler,
+                      collate_fn=loader.collate_fn)
 
 
 def seeded_loader(dataset: list[Any], batch_size: int, collate, seed: int) -> DataLoader:

@@ -42,7 +42,8 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     strategy: str = "auto"  # Lightning's: auto | ddp | fsdp | deepspeed | ...
-    devices: Any = 1  # a count, a list of device indices, or "auto"
+    devices: Any = 1  # a count, a list of device indices, or "auto" (per node)
+    num_nodes: int = 1  # machines; under torchrun or SLURM, devices x num_nodes must be the number of processes
     precision: str = "32-true"
     gradient_clip_val: float | None = 1.0
     accumulate_grad_batches: int = 1
@@ -57,6 +58,8 @@ class TrainerConfig:
         if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
                 or (isinstance(devices, list) and devices and all(isinstance(d, int) for d in devices))):
             raise ValueError(f"devices must be a count >= 1, a list of device indices or 'auto', got {devices!r}")
+        if not isinstance(self.num_nodes, int) or isinstance(self.num_nodes, bool) or self.num_nodes < 1:
+            raise ValueError(f"num_nodes must be a count >= 1, got {self.num_nodes!r}")
         if self.deterministic not in (None, True, False, "warn"):
             raise ValueError(f"deterministic must be true, false, 'warn' or null, got {self.deterministic!r}")
         if self.max_time is not None and not re.fullmatch(r"\d+:\d{2}:\d{2}:\d{2}", str(self.max_time)):
@@ -97,6 +100,7 @@ def make_trainer(trainer_cfg: TrainerConfig, max_steps: int, callbacks: list[Any
         accelerator=trainer_cfg.accelerator,
         strategy=trainer_cfg.strategy,
         devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
         precision=trainer_cfg.precision,
         gradient_clip_val=trainer_cfg.gradient_clip_val,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,

@@ -32,6 +32,7 @@ from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded
 from sisearch.optim.common import OptimizationConfig, TrainerConfig
 from sisearch.optim.logprobs import IGNORE, CompletionBatch, collate_completions, encode_prompt
 from sisearch.optim.losses import leave_one_out_advantages, policy_gradient_loss, score_shaped_rewards
+from sisearch.optim.sharded import shards_weights
 from sisearch.registry import register
 from sisearch.tasks.base import Problem, Task
 
@@ -103,6 +104,7 @@ class ScoreModule(ObjectiveModule):
         super().__init__(policy.model, cfg, total_steps)
         self.task, self.problems, self.policy = task, problems, policy
         self.stage1_steps = round(cfg.stage1_fraction * total_steps)
+        self.seed = seed
         self.engine = HFEngine(HFEngineConfig(seed=seed), policy)  # samples with the weights being trained
         # A frozen copy outside the module tree: Lightning neither trains nor re-modes it.
         self._reference: list[torch.nn.Module] = []
@@ -110,6 +112,10 @@ class ScoreModule(ObjectiveModule):
             reference = copy.deepcopy(policy.model).eval()
             reference.requires_grad_(False)
             self._reference.append(reference)
+
+    def on_fit_start(self) -> None:
+        """Each rank samples its share of a batch with its own random stream (rank 0 keeps the fit's seed)."""
+        self.engine.reseed(self.seed + 7919 * self.global_rank)
 
     def stage(self) -> int:
         return 1 if self.global_step < self.stage1_steps else 2
@@ -195,6 +201,11 @@ class ScoreOptimizer(Optimizer):
     def fit(self, policy: Policy, records: Sequence[CorrectionTrace], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
         if self.task is None:
             raise ValueError("optimizer 'score' needs the task to check its sampled attempts; build it with task=...")
+        if shards_weights(trainer_cfg.strategy):
+            raise ValueError(
+                f"optimizer 'score' samples from the weights being trained, which trainer.strategy "
+                f"'{trainer_cfg.strategy}' shards; use trainer.strategy=ddp"
+            )
         if self.cfg.reference == "adapters_disabled" and not policy.is_peft:
             raise ValueError("optimizer 'score': reference 'adapters_disabled' needs a LoRA policy (set model.lora)")
         by_id = {p.id: p for p in self.task.problems("train")}

@@ -30,14 +30,23 @@ class SFTConfig(OptimizationConfig):
 
 
 class SFTModule(ObjectiveModule):
-    """Mean token-level cross-entropy on completion tokens only."""
+    """Mean token-level cross-entropy on completion tokens only, over the global batch.
+
+    Under a distributed strategy each rank holds a share of the batch with its own number of tokens, and the
+    strategy averages the ranks' gradients; dividing each rank's sum by the global count over the number of
+    ranks makes that average the global batch's token mean, as in one process.
+    """
 
     def training_step(self, batch: CompletionBatch, batch_idx: int) -> torch.Tensor:
         logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), batch.labels[:, 1:].flatten(), ignore_index=IGNORE
+        labels = batch.labels[:, 1:].flatten()
+        total = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="sum"
         )
-        return self.record(loss, {})
+        tokens = (labels != IGNORE).sum().float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum") / self.trainer.world_size
+        return self.record(total / tokens.clamp(min=1), {})
 
 
 def fit_sft(

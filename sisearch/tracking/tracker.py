@@ -210,7 +210,24 @@ def iteration_key(key: str) -> str:
     return "train_iteration/" + key.removeprefix("train/") if key.startswith("train/") else key
 
 
-def start_tracking(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]]) -> Tracker:
+class SilentTracker:
+    """The tracker of a distributed run's other ranks: rank 0 alone writes the curves and talks to W&B."""
+
+    steps = None  # no step sink: their Trainers log nothing
+
+    def stamp(self, row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    def log_iteration(self, run_dir: Path, row: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, status: str) -> None:
+        pass
+
+
+def start_tracking(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], write: bool = True) -> Tracker:
+    if not write:
+        return SilentTracker()  # type: ignore[return-value] -- the same three calls
     logger_cfg = logger_config(cfg.get("logger"))
     mirror = None
     if logger_cfg.backend == "wandb":
