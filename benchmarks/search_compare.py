@@ -79,12 +79,13 @@ def calibrate_threshold(engine, task, rewarder, count: int = 32, n: int = 4) -> 
     return scores[len(scores) // 2]
 
 
-def build(name: str, threshold: float):
-    sizes = dict(SETTINGS[name])
+def build(name: str, threshold: float, sizes: dict | None = None, answer_rule: str = "majority"):
+    """The searcher `name` at `sizes` (default: SETTINGS[name]), its answers picked by `answer_rule`."""
+    sizes = dict(SETTINGS[name] if sizes is None else sizes)
     if name == "best_first":
         sizes["correct_threshold"] = threshold
     conf = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "searcher" / f"{name}.yaml"), sizes)
-    conf.answer_rule = "majority"
+    conf.answer_rule = answer_rule
     return registry.build("searcher", registry.validate("searcher", conf))
 
 
