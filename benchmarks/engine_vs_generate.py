@@ -66,8 +66,10 @@ def count_generated(new_tokens: torch.Tensor, eos: int) -> int:
     return int((seen_before == 0).sum())
 
 
-def run_generate(policy, prompts: list[list[int]], n: int, new_tokens: int, seed: int) -> tuple[int, float]:
-    """(generated tokens, seconds) of one sampled `model.generate()` call on left-padded token ids."""
+def run_generate(policy, prompts: list[list[int]], n: int, new_tokens: int, seed: int, **options) -> tuple[int, float]:
+    """(generated tokens, seconds) of one sampled `model.generate()` call on left-padded token ids.
+
+    `options` go to generate() as well (benchmarks/gpu_check.py: cache_implementation, min_new_tokens)."""
     from sisearch.engines.hf import left_pad
 
     tokenizer, model = policy.tokenizer, policy.model
@@ -78,8 +80,10 @@ def run_generate(policy, prompts: list[list[int]], n: int, new_tokens: int, seed
         out = model.generate(
             input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
             num_return_sequences=n, max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id, **options,
         )
+    if policy.device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return count_generated(out[:, input_ids.shape[1] :], tokenizer.eos_token_id), seconds
 
@@ -88,6 +92,8 @@ def run_engine(engine, prompts: list[list[int]], n: int, new_tokens: int, seed: 
     engine.reseed(seed)
     start = time.perf_counter()
     samples = engine.generate(prompts, n=n, max_new_tokens=new_tokens, temperature=1.0)
+    if engine.policy.device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return sum(s.num_tokens for row in samples for s in row), seconds
 
