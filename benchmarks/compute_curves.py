@@ -1,6 +1,6 @@
 """Accuracy against compute for every searcher on held-out arith: generated tokens per problem and wall seconds.
 
-    python benchmarks/compute_curves.py [--problems 24] [--png benchmarks/compute_curves.png] [--threads 1]
+    python benchmarks/compute_curves.py [--problems 64] [--png benchmarks/compute_curves.png] [--threads 1]
 
 The setting is benchmarks/search_compare.py's (the default tiny model, held-out 6-operation arith problems,
 the policy's own likelihood as the rewarder, no gold answer guiding the search), swept over sizes: greedy;
@@ -101,7 +101,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problems", type=int, default=24, help="held-out 6-operation problems")
+    parser.add_argument("--problems", type=int, default=64, help="held-out 6-operation problems")
     parser.add_argument("--model", choices=("default", "test"), default="default",
                         help="the default tiny model (trained and cached if missing) or the small test model")
     parser.add_argument("--png", default=str(REPO / "benchmarks" / "compute_curves.png"))
