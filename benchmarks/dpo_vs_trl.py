@@ -9,8 +9,8 @@ makes them as the default recipe does (best-of-8 on train problems, verifier, ou
 on the same token ids: TRL's dataset holds sisearch's encoded `prompt_ids` / `chosen_ids` / `rejected_ids`
 columns (EOS appended where a solution ended), and its text tokenization step is skipped. Both use the same
 batch size, max length (long enough that nothing is cut: the sides truncate differently), beta, learning rate
-(constant, AdamW, no weight decay, gradient clipping 1.0), sigmoid loss, float32, one CPU process, with
-the reference log-probs either precomputed before
+(constant, AdamW, no weight decay, gradient clipping 1.0), sigmoid loss, float32, one CPU process, no
+activation checkpointing (TRL's default has it on), with the reference log-probs either precomputed before
 training or computed on the fly each step (sisearch: a frozen copy, scored in the training step; TRL:
 `precompute_ref_log_probs=False`, its reference model).
 
@@ -148,6 +148,9 @@ def trl_fit(policy, pairs, args, on_the_fly: bool, steps: int | None) -> dict[st
             warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", use_cpu=True,
             logging_steps=1, report_to=[], save_strategy="no", seed=args.seed, disable_tqdm=True,
             dataloader_num_workers=0, bf16=False, fp16=False,
+            # TRL's DPOConfig turns activation checkpointing on by default (an extra forward per step); sisearch
+            # has it off unless the model config asks (model.gradient_checkpointing): like for like, off here
+            gradient_checkpointing=False,
         )
         trainer = PreTokenizedDPOTrainer(model=policy.model, args=config, train_dataset=trl_dataset(policy, pairs),
                                          processing_class=policy.tokenizer)
