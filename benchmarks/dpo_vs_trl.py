@@ -75,8 +75,8 @@ def search_pairs(component, task, cfg, count: int, seed: int) -> list:
     ctx = SearchContext(task, engine, rewarder, step_max_new_tokens=32, progress=False)
     problems, pairs = task.problems("train"), []
     engine.reseed(seed)
-    for start in range(0, len(problems), 64):
-        chunk = problems[start : start + 64]
+    for start in range(0, len(problems), 16):  # small chunks: stop soon after enough pairs
+        chunk = problems[start : start + 16]
         trees = run_search(searcher, chunk, ctx)
         pairs += builder.build(trees, {p.id: p for p in chunk}, seed)
         if len(pairs) >= count:
