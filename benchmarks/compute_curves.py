@@ -23,14 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's sisearch
 
 import torch  # noqa: E402
-from search_compare import LikelihoodRewarder, build, calibrate_threshold  # noqa: E402
-from search_throughput import REPO, choose_model  # noqa: E402
+from search_compare import build, held_out_setting  # noqa: E402
+from search_throughput import REPO  # noqa: E402
 
-from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
-from sisearch.models.policy import load_policy  # noqa: E402
 from sisearch.search.answers import choose_answer  # noqa: E402
-from sisearch.search.scheduler import SearchContext, run_search  # noqa: E402
-from sisearch.tasks.arith import ArithConfig, ArithTask  # noqa: E402
+from sisearch.search.scheduler import run_search  # noqa: E402
 
 # Two sizes per tree searcher: about half of best_of_n(16)'s budget (~650 tokens per 6-op problem, ~40 tokens a
 # solution) and about all of it. mcts explores to the end (depth_limit null): with the default depth limit its
@@ -110,14 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    directory, which = choose_model(args.model)
-    engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
-    task = ArithTask(ArithConfig(test_ops=[6]))
-    problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][: args.problems]
-    rewarder = LikelihoodRewarder()
-    ctx = SearchContext(task, engine, rewarder, step_max_new_tokens=32, progress=False)
-    engine.reseed(1)
-    threshold = calibrate_threshold(engine, task, rewarder)
+    which, ctx, problems, threshold = held_out_setting(args.model, args.problems)
     rows = sweep(args.only, problems, ctx, threshold)
 
     title = f"{which}, {len(problems)} held-out 6-op arith problems, likelihood rewarder"

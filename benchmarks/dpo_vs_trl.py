@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_model import REPO, compose  # noqa: E402  (also puts the repo first on sys.path, sets offline env)
+from real_model import compose  # noqa: E402  (also puts the repo first on sys.path, sets offline env)
 
 import torch  # noqa: E402
 
@@ -242,7 +242,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, a, b in agree:
         print(f"| {name} | {a:.6f} | {b:.6f} | {abs(a - b):.2e} |")
-    print(f"\n| reference log-probs | sisearch pairs/s | TRL pairs/s | sisearch / TRL |")
+    print("\n| reference log-probs | sisearch pairs/s | TRL pairs/s | sisearch / TRL |")
     print("|---|---|---|---|")
     for name, rates in rows:
         print(f"| {name} | {rates['sisearch']:.1f} | {rates['TRL']:.1f} | {rates['sisearch'] / rates['TRL']:.2f}x |")

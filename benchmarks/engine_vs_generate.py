@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_model import REPO, compose  # noqa: E402  (also puts the repo first on sys.path, sets offline env)
+from real_model import compose  # noqa: E402  (also puts the repo first on sys.path, sets offline env)
 
 import torch  # noqa: E402
 
