@@ -79,13 +79,26 @@ def calibrate_threshold(engine, task, rewarder, count: int = 32, n: int = 4) -> 
     return scores[len(scores) // 2]
 
 
-def build(name: str, threshold: float):
-    sizes = dict(SETTINGS[name])
+def build(name: str, threshold: float, sizes: dict | None = None, answer_rule: str = "majority"):
+    """The searcher `name` at `sizes` (default: SETTINGS[name]), its answers picked by `answer_rule`."""
+    sizes = dict(SETTINGS[name] if sizes is None else sizes)
     if name == "best_first":
         sizes["correct_threshold"] = threshold
     conf = OmegaConf.merge(OmegaConf.load(REPO / "sisearch" / "conf" / "searcher" / f"{name}.yaml"), sizes)
-    conf.answer_rule = "majority"
+    conf.answer_rule = answer_rule
     return registry.build("searcher", registry.validate("searcher", conf))
+
+
+def held_out_setting(model: str, count: int):
+    """(model description, search context, the first `count` held-out 6-op problems, best_first's threshold)."""
+    directory, which = choose_model(model)
+    engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
+    task = ArithTask(ArithConfig(test_ops=[6]))
+    problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][:count]
+    rewarder = LikelihoodRewarder()
+    ctx = SearchContext(task, engine, rewarder, step_max_new_tokens=32, progress=False)
+    engine.reseed(1)
+    return which, ctx, problems, calibrate_threshold(engine, task, rewarder)
 
 
 def main() -> None:
@@ -99,14 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    directory, which = choose_model(args.model)
-    engine = HFEngine(HFEngineConfig(), load_policy(directory, device="cpu"))
-    task = ArithTask(ArithConfig(test_ops=[6]))
-    problems = [p for p in task.problems("test") if p.difficulty == "ops_6"][: args.problems]
-    rewarder = LikelihoodRewarder()
-    ctx = SearchContext(task, engine, rewarder, step_max_new_tokens=32, progress=False)
-    engine.reseed(1)
-    threshold = calibrate_threshold(engine, task, rewarder)
+    which, ctx, problems, threshold = held_out_setting(args.model, args.problems)
+    engine = ctx.engine
 
     rows = []
     for name in args.only:

@@ -98,7 +98,8 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def completion_logps(model: torch.nn.Module, batch: CompletionBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed completion log-prob per row [batch], completion token count per row [batch])."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    # use_cache=False: a scoring or training pass has no next step, so building a KV cache only costs time
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     per_token = token_logps(logits, batch.labels)
     counts = (batch.labels[:, 1:] != IGNORE).sum(-1)
     return per_token.sum(-1), counts
