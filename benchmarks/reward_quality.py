@@ -25,6 +25,7 @@ trained on the policy's own samples of train-split problems, and cached under ~/
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -254,7 +255,15 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the default model's cache")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--save", default=None, help="also write the per-seed results here (JSON)")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                        help="print one table from runs saved with --save (e.g. one process per seed), run nothing")
     args = parser.parse_args()
+    if args.combine:
+        runs = [json.loads(Path(f).read_text()) for f in args.combine]
+        print_table([seed for run in runs for seed in run["per_seed"]], runs[0]["rewarders"],
+                    [s for run in runs for s in run["seeds"]], runs[0]["problems"], runs[0]["samples"])
+        return
     unknown = [r for r in args.rewarders if r not in REWARDERS]
     if unknown:
         choices = "\n  ".join(REWARDERS)
@@ -269,16 +278,25 @@ def main() -> None:
     print(f"model: {model_name}; seeds {args.seeds}; train overrides {train or 'none'}", flush=True)
     per_seed = [run_seed(args, seed, policy, train) for seed in args.seeds]
 
-    n = args.samples
+    if args.save:
+        Path(args.save).write_text(json.dumps({
+            "per_seed": per_seed, "rewarders": args.rewarders, "seeds": args.seeds, "problems": args.problems,
+            "samples": args.samples, "train": train,
+        }))
+    print_table(per_seed, args.rewarders, args.seeds, args.problems, args.samples)
+    print(f"\ntotal {time.time() - start:.0f}s")
+
+
+def print_table(per_seed: list[dict], rewarders: list[str], seeds: list[int], problems: int, n: int) -> None:
     print()
-    print(f"{len(args.seeds)} seed(s) {args.seeds}, mean ± sd; {args.problems * 3} test problems x {n} samples each")
+    print(f"{len(seeds)} seed(s) {seeds}, mean ± sd; {problems * 3} test problems x {n} samples each")
     print()
     print(
         f"| rewarder | uses gold | step AUROC | answer AUROC | within-problem AUROC | best-of-{n} | vs majority (pts) "
         "| gen. tokens / scored solution | gen. tokens to train | build s | score s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name in args.rewarders:
+    for name in rewarders:
         rows = [r[name] for r in per_seed]
         col = lambda k, d=3: spread([r[k] for r in rows], d)  # noqa: E731
         print(
@@ -288,7 +306,6 @@ def main() -> None:
         )
     for name in [k for k in per_seed[0] if k.startswith("(")]:
         print(f"| {name} | - | - | - | - | {spread([r[name]['best_of_n'] for r in per_seed])} | - | - | - | - | - |")
-    print(f"\ntotal {time.time() - start:.0f}s")
 
 
 if __name__ == "__main__":

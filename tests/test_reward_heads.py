@@ -217,3 +217,16 @@ def test_step_head_with_pairwise_term_and_value_at_every_token(tiny_policy, arit
     train_head(head, examples, replace(FAST, positions="tokens", pairwise_coef=0.5))
     assert head_loss(head, examples, positions="tokens") < 0.6 * before
     assert label_auroc(head, examples)["train/label_auroc"] > 0.7  # read at step ends; a zero head: 0.5
+
+
+def test_reward_quality_benchmark_lists_its_rewarders_for_an_unknown_name():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_quality.py"
+    done = subprocess.run([sys.executable, str(script), "--rewarders", "orm (trained)", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "KeyError" not in done.stderr
+    assert "unknown rewarder(s) 'nope'; choose from:" in done.stderr
+    assert "  orm (trained)\n" in done.stderr and "  pav (Bo4 prover)" in done.stderr
