@@ -7,6 +7,11 @@ One model class serves two kinds (rewards_rl.md §1b, §2):
 - `step` (PRM, Math-Shepherd / TRL stepwise supervision): only the last token of each step (the delimiter) is
   trained, towards that step's label (hard or soft); a node's score aggregates the head at each step's end.
 
+Beside that BCE, a Bradley-Terry term over same-problem (right, wrong) pairs (`pairwise_coef`, TRL's reward
+trainer on chosen/rejected) ranks each problem's samples by the score a rewarder reads (the last token; the
+lowest step end for step heads). BCE alone on samples pooled across problems mostly learns which problems are
+hard, which does not help picking among one problem's samples (benchmarks/reward_quality.py, README).
+
 The backbone is a private copy of the policy at training time (so training the policy afterwards does not move
 the reward model), saved beside the head as an ordinary HF directory:
 `<dir>/config.json + *.safetensors + tokenizer files`, `<dir>/head.safetensors`, `<dir>/reward_head.json`.
