@@ -14,6 +14,7 @@ a node, and each rewarder scores all nodes in one call. For each rewarder the ta
   samples. This is what selection needs: a pooled AUROC also rewards knowing which problems are hard;
 - best-of-N: accuracy of the highest-scored of the N samples per problem (ties: the first sample), and its
   difference from majority vote of the same N samples, in points;
+- weighted vote: accuracy of the answer with the largest summed score (each sample votes with its reward);
 - cost: tokens the rewarder generates per scored solution (rollouts), and tokens generated once to train it.
 
 Each seed draws its own test problems' samples and trains its own heads; the table gives mean ± sd over seeds.
@@ -166,8 +167,8 @@ def majority_vote(by_problem: dict[int, list[tuple[bool, str | None]]]) -> float
     return right / len(by_problem)
 
 
-def evaluate(scores, step_truth, finals, num_problems: int) -> dict[str, float]:
-    from sisearch.rewards.scoring import auroc, within_problem_auroc
+def evaluate(scores, step_truth, finals, num_problems: int, answers=None) -> dict[str, float]:
+    from sisearch.rewards.scoring import auroc, weighted_vote, within_problem_auroc
 
     final_scores = [scores[i] for _, i, _ in finals]
     final_truth = [c for _, _, c in finals]
@@ -176,7 +177,14 @@ def evaluate(scores, step_truth, finals, num_problems: int) -> dict[str, float]:
         if pi not in best or scores[i] > best[pi][0]:
             best[pi] = (scores[i], correct)
     within, _ = within_problem_auroc(final_scores, final_truth, [pi for pi, _, _ in finals])
+    voted = 0
+    if answers is not None:  # reward-weighted majority vote over each problem's samples
+        for pi in best:
+            idx = [k for k, f in enumerate(finals) if f[0] == pi]
+            pick = weighted_vote([answers[k] for k in idx], [final_scores[k] for k in idx])
+            voted += finals[idx[pick]][2]
     return {
+        "weighted_vote": voted / num_problems,
         "step_auroc": auroc(scores, step_truth),
         "answer_auroc": auroc(final_scores, final_truth),
         "within_auroc": within,
@@ -219,7 +227,8 @@ def run_seed(args, seed: int, policy, train: dict) -> dict[str, dict[str, float]
         tokens1 = engine.stats.generated_tokens
         engine.reseed(seed + 1)
         scores = rewarder.score(items)
-        result = evaluate(scores, step_truth, finals, len(problems))
+        answers = [items[i].node.verdict.answer for _, i, _ in finals]
+        result = evaluate(scores, step_truth, finals, len(problems), answers)
         result.update(
             vs_majority=100 * (result["best_of_n"] - majority),
             score_tokens=(engine.stats.generated_tokens - tokens1) / len(finals),
@@ -293,19 +302,20 @@ def print_table(per_seed: list[dict], rewarders: list[str], seeds: list[int], pr
     print()
     print(
         f"| rewarder | uses gold | step AUROC | answer AUROC | within-problem AUROC | best-of-{n} | vs majority (pts) "
-        "| gen. tokens / scored solution | gen. tokens to train | build s | score s |"
+        "| weighted vote | gen. tokens / scored solution | gen. tokens to train | build s | score s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in rewarders:
         rows = [r[name] for r in per_seed]
         col = lambda k, d=3: spread([r[k] for r in rows], d)  # noqa: E731
         print(
             f"| {name} | {'yes' if rows[0]['gold'] else 'no'} | {col('step_auroc')} | {col('answer_auroc')} | "
-            f"{col('within_auroc')} | {col('best_of_n')} | {col('vs_majority', 1)} | {col('score_tokens', 0)} | "
+            f"{col('within_auroc')} | {col('best_of_n')} | {col('vs_majority', 1)} | "
+            f"{spread([r.get('weighted_vote', math.nan) for r in rows])} | {col('score_tokens', 0)} | "
             f"{col('train_tokens', 0)} | {col('build_s', 0)} | {col('score_s', 0)} |"
         )
     for name in [k for k in per_seed[0] if k.startswith("(")]:
-        print(f"| {name} | - | - | - | - | {spread([r[name]['best_of_n'] for r in per_seed])} | - | - | - | - | - |")
+        print(f"| {name} | - | - | - | - | {spread([r[name]['best_of_n'] for r in per_seed])} | - | - | - | - | - | - |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sisearch.rewards.scoring import (
     prover_success_estimate,
     renormalized_p_true,
     weighted_sum,
+    weighted_vote,
     within_problem_auroc,
 )
 
@@ -373,3 +374,15 @@ def test_group_pairwise_loss_pairs_never_cross_problems_and_empty_is_zero():
     assert scores.grad.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="1-D"):
         group_pairwise_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2))
+
+
+def test_weighted_vote_hand_values():
+    # answers 3 (0.2 + 0.3 = 0.5), 5 (0.45), 7 (0.1 + 0.4 = 0.5): 3 and 7 tie, 3 was seen first; its best sample
+    assert weighted_vote([3, 5, 3, 7, 7], [0.2, 0.45, 0.3, 0.1, 0.4]) == 2
+    # the top-scored sample alone (best-of-N would pick index 1) loses to two agreeing ones
+    assert weighted_vote([4, 6, 4], [0.3, 0.5, 0.3]) == 0
+    # unparsed answers do not vote; with no votes at all, the highest score
+    assert weighted_vote([None, 2], [0.9, 0.1]) == 1
+    assert weighted_vote([None, None], [0.1, 0.9]) == 1
+    with pytest.raises(ValueError, match="one score per answer"):
+        weighted_vote([1], [0.1, 0.2])

@@ -29,6 +29,7 @@ __all__ = [
     "renormalized_p_true",
     "p_true_from_option_logprobs",
     "within_problem_auroc",
+    "weighted_vote",
     "group_pairwise_loss",
     "follow_up_score",
     "weighted_sum",
@@ -384,6 +385,27 @@ def within_problem_auroc(
     if not per_group:
         return float("nan"), 0
     return math.fsum(per_group) / len(per_group), len(per_group)
+
+
+def weighted_vote(answers: Sequence[object], scores: Sequence[float]) -> int:
+    """Index of the sample to return: one holding the answer with the largest summed score.
+
+    Verifier-weighted majority vote: each sample votes for its answer with its reward, so a weak verifier
+    still benefits from agreement between samples (Cobbe et al. vote among the top-scored samples). Samples
+    with answer None (unparsed) do not vote; with no vote at all, the highest-scored sample. Ties: the answer
+    seen first; within it, its highest-scored sample.
+    """
+    if len(answers) != len(scores) or not answers:
+        raise ValueError(f"need one score per answer and at least one sample ({len(answers)} vs {len(scores)})")
+    totals: dict[object, float] = {}
+    for a, sc in zip(answers, scores):
+        if a is not None:
+            totals[a] = totals.get(a, 0.0) + float(sc)
+    if not totals:
+        return max(range(len(scores)), key=lambda i: scores[i])
+    best = max(totals, key=lambda a: totals[a])  # max keeps the first of equal totals
+    members = [i for i, a in enumerate(answers) if a == best]
+    return max(members, key=lambda i: scores[i])
 
 
 # ---------------------------------------------------------------------------
