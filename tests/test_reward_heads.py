@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
 from sisearch.models.tiny import build_tokenizer
 from sisearch.rewards.heads import (
@@ -12,6 +14,8 @@ from sisearch.rewards.heads import (
     HeadTrainConfig,
     RewardHead,
     collate_heads,
+    solution_scores,
+    token_targets,
     encode_examples,
     encode_steps,
     head_loss,
@@ -54,7 +58,10 @@ def own_samples(engine, arith_task) -> list[LabelledSolution]:
     return sample_solutions(arith_task, engine, arith_task.problems("train")[:16], 4, 1.0)
 
 
-FAST = HeadTrainConfig(lr=1e-3, batch_size=8, epochs=3.0, dropout=0.0, progress=False, labels="exact")
+# BCE only (the pairwise term is tested on its own below)
+FAST = HeadTrainConfig(
+    lr=1e-3, batch_size=8, epochs=3.0, dropout=0.0, progress=False, labels="exact", pairwise_coef=0.0
+)
 
 
 def test_outcome_head_training_lowers_the_loss_and_separates_right_from_wrong(tiny_policy, arith_task, own_samples):
@@ -144,3 +151,85 @@ def test_head_training_uses_the_runs_trainer_settings_and_logs_each_step(tiny_po
         assert "reward_head/lr-AdamW/pg2" in row  # the configured callback: one rate per parameter group
     assert rows[0][1]["reward_head/accuracy"] == 0.5  # a zero head: values 0 are not > 0, so only the 0-label agrees
     assert rows[0][1]["reward_head/head_loss"] == pytest.approx(math.log(2.0), abs=1e-6)
+
+
+# ---------------------------------------------------------------- selection within a problem (issue 16)
+
+
+def test_token_targets_place_labels_per_kind_and_positions():
+    # prompt of 3 tokens; steps end at 5 and 7 (tokens 3-5 are step 1, 6-7 step 2)
+    assert token_targets(3, [5, 7], [1.0], "outcome", "auto") == {3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0, 7: 1.0}
+    assert token_targets(3, [5, 7], [0.0], "outcome", "ends") == {5: 0.0, 7: 0.0}
+    assert token_targets(3, [5, 7], [0.25, 1.0], "step", "auto") == {5: 0.25, 7: 1.0}
+    # a value at every token: each token of a step learns that step's label
+    assert token_targets(3, [5, 7], [0.25, 1.0], "step", "tokens") == {3: 0.25, 4: 0.25, 5: 0.25, 6: 1.0, 7: 1.0}
+
+
+def test_step_heads_at_every_token_train_each_token_on_its_step_label():
+    tok = build_tokenizer()
+    ex = [HeadExample("Q:1+2=?\n", ["1+2=3\n", "A:3"], [0.25, 1.0], group="p", outcome=1.0)]
+    batch = collate_heads(encode_examples(tok, ex, "step"), "step", tok.pad_token_id, positions="tokens")
+    assert batch.mask[0].nonzero().flatten().tolist() == list(range(9, 18))
+    assert batch.targets[0, 9:15].tolist() == [0.25] * 6 and batch.targets[0, 15:].tolist() == [1.0] * 3
+    assert batch.ends[0].nonzero().flatten().tolist() == [14, 17]  # still read at the step ends
+
+
+def test_solution_scores_read_the_last_token_or_the_lowest_step_end():
+    tok = build_tokenizer()
+    ex = [HeadExample("Q:1+2=?\n", ["1+2=3\n", "A:3"], [1.0, 1.0], "p", 1.0),
+          HeadExample("Q:1+2=?\n", ["A:3"], [0.0], "p", 0.0)]
+    batch = collate_heads(encode_examples(tok, ex, "step"), "step", tok.pad_token_id)
+    values = torch.arange(36, dtype=torch.float).reshape(2, 18) / 10  # row 1 is padded after index 11
+    values[0, 14] = -2.0  # the first step end of row 0 is its lowest
+    assert solution_scores(values, batch, "step").tolist() == pytest.approx([-2.0, 2.9])  # row 1 ends at 11
+    assert solution_scores(values, batch, "outcome").tolist() == pytest.approx([1.7, 2.9])
+    assert batch.groups.tolist() == [0, 0] and batch.outcomes.tolist() == [1.0, 0.0]
+
+
+def test_head_config_rejects_unknown_positions_and_no_loss():
+    with pytest.raises(ValueError, match="allowed: auto, tokens, ends"):
+        HeadTrainConfig(positions="everywhere")
+    with pytest.raises(ValueError, match="not both 0"):
+        HeadTrainConfig(pointwise_coef=0.0, pairwise_coef=0.0)
+
+
+def test_pairwise_head_learns_to_rank_within_problems(tiny_policy, arith_task, own_samples):
+    """Bradley-Terry alone on same-problem pairs: the zero head ties everything (within-problem AUROC 0.5);
+    trained, it ranks each problem's gold solution above the model's own wrong ones."""
+    gold = [
+        LabelledSolution(s.problem, s.prompt, s.problem.solution, arith_task.split_steps(s.problem.solution), True)
+        for s in own_samples[::4]
+    ]
+    examples = outcome_examples(gold + [s for s in own_samples if not s.correct])
+    assert {e.group for e in examples} == {s.problem.id for s in own_samples}
+    head = RewardHead.fresh(tiny_policy, "outcome", dropout=0.0, step_delimiter="\n")
+    assert label_auroc(head, examples)["train/within_problem_auroc"] == 0.5
+    cfg = replace(FAST, pointwise_coef=0.0, pairwise_coef=1.0, batch_size=16)
+    metrics = train_head(head, examples, cfg)
+    assert metrics["train/within_problem_auroc"] > 0.75
+    # whole problems per batch: 16 problems of about 4.x samples -> batches of round(16 * 16 / N) problems
+    per_batch = round(16 * 16 / len(examples))
+    assert metrics["train/steps"] == math.ceil(16 / per_batch) * 3
+
+
+def test_step_head_with_pairwise_term_and_value_at_every_token(tiny_policy, arith_task, own_samples):
+    examples = step_examples(arith_task, None, own_samples, "exact", rollouts=1, temperature=1.0)
+    assert [e.outcome for e in examples] == [float(s.correct) for s in own_samples if s.steps]
+    head = RewardHead.fresh(tiny_policy, "step", dropout=0.0, step_delimiter="\n")
+    before = head_loss(head, examples, positions="tokens")
+    train_head(head, examples, replace(FAST, positions="tokens", pairwise_coef=0.5))
+    assert head_loss(head, examples, positions="tokens") < 0.6 * before
+    assert label_auroc(head, examples)["train/label_auroc"] > 0.7  # read at step ends; a zero head: 0.5
+
+
+def test_reward_quality_benchmark_lists_its_rewarders_for_an_unknown_name():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_quality.py"
+    done = subprocess.run([sys.executable, str(script), "--rewarders", "orm (trained)", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "KeyError" not in done.stderr
+    assert "unknown rewarder(s) 'nope'; choose from:" in done.stderr
+    assert "  orm (trained)\n" in done.stderr and "  pav (Bo4 prover)" in done.stderr

@@ -14,6 +14,7 @@ from sisearch.rewards.scoring import (
     best_of_k_value,
     bradley_terry_loss,
     follow_up_score,
+    group_pairwise_loss,
     monte_carlo_step_labels,
     outcome_rm_loss,
     p_true_from_option_logprobs,
@@ -22,6 +23,8 @@ from sisearch.rewards.scoring import (
     prover_success_estimate,
     renormalized_p_true,
     weighted_sum,
+    weighted_vote,
+    within_problem_auroc,
 )
 
 LN2 = math.log(2.0)
@@ -315,3 +318,71 @@ def test_bradley_terry_loss():
     )
     with pytest.raises(ValueError, match="shape"):
         bradley_terry_loss(torch.zeros(2), torch.zeros(3))
+
+
+# ---------------------------------------------------------------- selection within a problem
+
+
+def test_within_problem_auroc_hand_values():
+    # problem a: the right sample (0.9) beats both wrong ones (0.1, 0.5): 1.0
+    # problem b: the right sample (0.2) loses to the wrong one (0.8): 0.0
+    # problem c: only right samples: skipped.  Mean of the two: 0.5, over 2 problems.
+    scores = [0.9, 0.1, 0.5, 0.2, 0.8, 0.95, 0.95]
+    labels = [1, 0, 0, 1, 0, 1, 1]
+    groups = ["a", "a", "a", "b", "b", "c", "c"]
+    assert within_problem_auroc(scores, labels, groups) == (0.5, 2)
+    # pooled, the easy problem c's high scores count: 3 + 1 + 3 + 3 wins of 12 (right, wrong) pairs
+    assert auroc(scores, labels) == pytest.approx(10 / 12)
+    # a per-problem offset (difficulty) changes the pooled AUROC but not the within-problem one
+    shifted = [s + (10.0 if g == "b" else 0.0) for s, g in zip(scores, groups)]
+    assert within_problem_auroc(shifted, labels, groups) == (0.5, 2)
+    # ties inside a problem count 1/2: (0.4 vs 0.4, 0.4 vs 0.1) -> (0.5 + 1) / 2
+    assert within_problem_auroc([0.4, 0.4, 0.1], [1, 0, 0], [0, 0, 0]) == (0.75, 1)
+
+
+def test_within_problem_auroc_without_mixed_problems_and_errors():
+    value, count = within_problem_auroc([0.1, 0.2], [1, 0], ["a", "b"])
+    assert math.isnan(value) and count == 0
+    with pytest.raises(ValueError, match="length"):
+        within_problem_auroc([0.1], [1, 0], ["a", "a"])
+
+
+def test_group_pairwise_loss_hand_values():
+    # group 0: right 0 (score 2) vs wrong 1 (0) and wrong 2 (1): margins 2 and 1; group 1 has no wrong sample.
+    # L = (-log sigma(2) - log sigma(1)) / 2 = (0.126928 + 0.313262) / 2 = 0.220095
+    scores = torch.tensor([2.0, 0.0, 1.0, -1.0], requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 1])
+    loss = group_pairwise_loss(scores, labels, groups)
+    assert loss.item() == pytest.approx(0.220095, abs=1e-6)
+    loss.backward()
+    # dL/ds_right = -(sigma(-2) + sigma(-1)) / 2; each wrong one gets its own +sigma(-margin) / 2; group 1 none
+    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = [-(s(-2) + s(-1)) / 2, s(-2) / 2, s(-1) / 2, 0.0]
+    assert scores.grad.tolist() == pytest.approx(expected, abs=1e-6)
+    # a shift shared by one problem's samples (its difficulty) cancels
+    shifted = scores.detach() + torch.tensor([5.0, 5.0, 5.0, -3.0])
+    assert group_pairwise_loss(shifted, labels, groups).item() == pytest.approx(0.220095, abs=1e-6)
+
+
+def test_group_pairwise_loss_pairs_never_cross_problems_and_empty_is_zero():
+    # right in group 0, wrong in group 1: no pair, loss 0 and still differentiable
+    scores = torch.tensor([0.0, 3.0], requires_grad=True)
+    loss = group_pairwise_loss(scores, torch.tensor([1.0, 0.0]), torch.tensor([0, 1]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert scores.grad.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="1-D"):
+        group_pairwise_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2))
+
+
+def test_weighted_vote_hand_values():
+    # answers 3 (0.2 + 0.3 = 0.5), 5 (0.45), 7 (0.1 + 0.4 = 0.5): 3 and 7 tie, 3 was seen first; its best sample
+    assert weighted_vote([3, 5, 3, 7, 7], [0.2, 0.45, 0.3, 0.1, 0.4]) == 2
+    # the top-scored sample alone (best-of-N would pick index 1) loses to two agreeing ones
+    assert weighted_vote([4, 6, 4], [0.3, 0.5, 0.3]) == 0
+    # unparsed answers do not vote; with no votes at all, the highest score
+    assert weighted_vote([None, 2], [0.9, 0.1]) == 1
+    assert weighted_vote([None, None], [0.1, 0.9]) == 1
+    with pytest.raises(ValueError, match="one score per answer"):
+        weighted_vote([1], [0.1, 0.2])

@@ -7,6 +7,11 @@ One model class serves two kinds (rewards_rl.md §1b, §2):
 - `step` (PRM, Math-Shepherd / TRL stepwise supervision): only the last token of each step (the delimiter) is
   trained, towards that step's label (hard or soft); a node's score aggregates the head at each step's end.
 
+Beside that BCE, a Bradley-Terry term over same-problem (right, wrong) pairs (`pairwise_coef`, TRL's reward
+trainer on chosen/rejected) ranks each problem's samples by the score a rewarder reads (the last token; the
+lowest step end for step heads). BCE alone on samples pooled across problems mostly learns which problems are
+hard, which does not help picking among one problem's samples (benchmarks/reward_quality.py, README).
+
 The backbone is a private copy of the policy at training time (so training the policy afterwards does not move
 the reward model), saved beside the head as an ordinary HF directory:
 `<dir>/config.json + *.safetensors + tokenizer files`, `<dir>/head.safetensors`, `<dir>/reward_head.json`.
@@ -36,9 +41,10 @@ from sisearch.optim.base import ObjectiveModule, run_training, seeded_loader, st
 from sisearch.optim.common import TrainerConfig, lr_lambda
 from sisearch.optim.session import run_trainer_settings
 from sisearch.optim.logprobs import encode_completion, encode_prompt
-from sisearch.rewards.scoring import auroc, outcome_rm_loss, prm_step_loss
+from sisearch.rewards.scoring import auroc, group_pairwise_loss, outcome_rm_loss, prm_step_loss, within_problem_auroc
 
 HEAD_KINDS = ("outcome", "step")
+VALUE_POSITIONS = ("auto", "tokens", "ends")
 HEAD_FILE = "head.safetensors"
 META_FILE = "reward_head.json"
 
@@ -56,13 +62,29 @@ class HeadTrainConfig:
     head_lr: float = 3e-2  # the fresh linear head starts at zero and needs larger steps than the backbone
     weight_decay: float = 0.0
     batch_size: int = 32
-    epochs: float = 2.0
+    epochs: float = 8.0  # reward_quality: 2 -> 8 epochs raised the orm's best-of-16 from 0.37 to 0.47 (seed 0)
     max_steps: int | None = None
     dropout: float = 0.2  # on the head's input (Cobbe: residual dropout 20%)
     lm_coef: float = 0.0  # weight of a joint LM loss on the samples (Cobbe trains jointly; 0 = head loss only)
     freeze_backbone: bool = False  # true: train the head alone on frozen features
+    # the loss: pointwise_coef * BCE + pairwise_coef * Bradley-Terry over same-problem (right, wrong) pairs
+    # (the pairwise term ranks a problem's samples; BCE alone also learns which problems are hard)
+    pointwise_coef: float = 1.0
+    pairwise_coef: float = 1.0
+    # where BCE trains: tokens (every solution token: a value function) | ends (the last token of each step)
+    # | auto (outcome: tokens, Cobbe; step: ends, Math-Shepherd). Step heads' tokens take their step's label.
+    positions: str = "auto"
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.positions not in VALUE_POSITIONS:
+            raise ValueError(f"unknown head positions '{self.positions}'; allowed: {', '.join(VALUE_POSITIONS)}")
+        if self.pointwise_coef < 0 or self.pairwise_coef < 0 or self.pointwise_coef + self.pairwise_coef == 0:
+            raise ValueError(
+                f"pointwise_coef ({self.pointwise_coef}) and pairwise_coef ({self.pairwise_coef}) must be >= 0, "
+                "not both 0"
+            )
 
 
 STEP_LABELS = ("mc_soft", "mc_hard", "exact")
@@ -78,6 +100,8 @@ class HeadExample:
     prompt: str
     steps: list[str]
     targets: list[float]
+    group: str = ""  # the problem it answers: pairwise losses compare only samples of one group
+    outcome: float | None = None  # the solution's verdict (1 right, 0 wrong); None: the last target
 
 
 @dataclass
@@ -115,6 +139,38 @@ class HeadBatch:
     targets: torch.Tensor  # [B, T] target at trained positions, 0 elsewhere
     mask: torch.Tensor  # [B, T] bool: positions the head loss reads
     lm_labels: torch.Tensor  # [B, T] solution token ids, -100 elsewhere
+    ends: torch.Tensor  # [B, T] bool: the last token of each step (where a step head is read)
+    groups: torch.Tensor  # [B] integer problem ids (pairwise losses compare within one)
+    outcomes: torch.Tensor  # [B] the solutions' verdicts
+
+
+@dataclass
+class EncodedExample:
+    ids: list[int]
+    ends: list[int]  # index of the last token of each step
+    targets: list[float]
+    prompt_len: int
+    group: int = 0
+    outcome: float = 0.0
+
+
+def token_targets(prompt_len: int, ends: Sequence[int], targets: Sequence[float], kind: str, positions: str) -> dict[int, float]:
+    """Position -> BCE target for one encoded example.
+
+    outcome: the one target (the verdict) at every solution token (`tokens`) or at each step's end (`ends`).
+    step: each step's label at its last token (`ends`) or at every token of that step (`tokens`: a value at
+    every token, as Cobbe's token-level verifier, with the step's label as the value target).
+    """
+    if positions == "auto":
+        positions = "tokens" if kind == "outcome" else "ends"
+    per_step = [targets[0]] * len(ends) if kind == "outcome" else list(targets)
+    out: dict[int, float] = {}
+    start = prompt_len
+    for end, t in zip(ends, per_step):
+        for pos in range(start, end + 1) if positions == "tokens" else (end,):
+            out[pos] = float(t)
+        start = end + 1
+    return out
 
 
 def encode_steps(tokenizer, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -127,30 +183,44 @@ def encode_steps(tokenizer, prompt: str, steps: Sequence[str]) -> tuple[list[int
     return ids, ends
 
 
-def collate_heads(rows: list[tuple[list[int], list[int], list[float], int]], kind: str, pad_id: int) -> HeadBatch:
-    """Right-pad encoded examples; `rows` hold (ids, step ends, targets, number of prompt tokens)."""
-    width = max(len(r[0]) for r in rows)
+def collate_heads(rows: list[EncodedExample], kind: str, pad_id: int, positions: str = "auto") -> HeadBatch:
+    """Right-pad encoded examples; the BCE positions and targets come from `token_targets`."""
+    width = max(len(r.ids) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     targets = torch.zeros((len(rows), width))
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    ends = torch.zeros((len(rows), width), dtype=torch.bool)
     lm_labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (ids, ends, tgt, prompt_len) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        lm_labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:], dtype=torch.long)
-        if kind == "outcome":  # every solution token learns the outcome (a token-level value function)
-            mask[i, prompt_len : len(ids)] = True
-            targets[i, prompt_len : len(ids)] = float(tgt[0])
-        else:  # the label sits on the last token of each step
-            for end, t in zip(ends, tgt):
-                mask[i, end] = True
-                targets[i, end] = float(t)
-    return HeadBatch(input_ids, attention, targets, mask, lm_labels)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r.ids)] = torch.tensor(r.ids)
+        attention[i, : len(r.ids)] = 1
+        lm_labels[i, r.prompt_len : len(r.ids)] = torch.tensor(r.ids[r.prompt_len :], dtype=torch.long)
+        ends[i, r.ends] = True
+        for pos, t in token_targets(r.prompt_len, r.ends, r.targets, kind, positions).items():
+            mask[i, pos] = True
+            targets[i, pos] = t
+    groups = torch.tensor([r.group for r in rows], dtype=torch.long)
+    outcomes = torch.tensor([r.outcome for r in rows], dtype=torch.float)
+    return HeadBatch(input_ids, attention, targets, mask, lm_labels, ends, groups, outcomes)
 
 
-def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> list[tuple]:
+def collate_groups(groups: list[list[EncodedExample]], kind: str, pad_id: int, positions: str = "auto") -> HeadBatch:
+    """A batch of whole problems (pairwise training): every sample of each group, flattened."""
+    return collate_heads([r for g in groups for r in g], kind, pad_id, positions)
+
+
+def solution_scores(values: torch.Tensor, batch: HeadBatch, kind: str) -> torch.Tensor:
+    """[B] the logit a rewarder ranks by: the last token's (outcome) or the lowest step end's (step, as `min`)."""
+    if kind == "outcome":
+        last = batch.attention_mask.sum(dim=1) - 1
+        return values.gather(1, last.to(values.device)[:, None]).squeeze(1)
+    return values.masked_fill(~batch.ends.to(values.device), float("inf")).min(dim=1).values
+
+
+def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> list[EncodedExample]:
     rows = []
+    group_ids: dict[str, int] = {}
     for ex in examples:
         if kind == "outcome" and len(ex.targets) != 1:
             raise ValueError(f"an outcome example needs exactly one target, got {len(ex.targets)}")
@@ -159,12 +229,23 @@ def encode_examples(tokenizer, examples: Sequence[HeadExample], kind: str) -> li
         if not ex.steps:
             continue  # nothing to train on
         ids, ends = encode_steps(tokenizer, ex.prompt, ex.steps)
-        rows.append((ids, ends, list(ex.targets), len(encode_prompt(tokenizer, ex.prompt))))
+        outcome = ex.targets[-1] if ex.outcome is None else ex.outcome
+        group = group_ids.setdefault(ex.group, len(group_ids))
+        rows.append(EncodedExample(ids, ends, list(ex.targets), len(encode_prompt(tokenizer, ex.prompt)), group, float(outcome)))
     return rows
 
 
+def group_rows(rows: Sequence[EncodedExample]) -> list[list[EncodedExample]]:
+    """Rows gathered by group, in first-seen order."""
+    groups: dict[int, list[EncodedExample]] = {}
+    for r in rows:
+        groups.setdefault(r.group, []).append(r)
+    return list(groups.values())
+
+
 class HeadModule(ObjectiveModule):
-    """Head BCE (outcome_rm_loss or prm_step_loss) plus an optional joint LM loss on the solution tokens."""
+    """Head BCE (outcome_rm_loss or prm_step_loss), an optional same-problem Bradley-Terry term, an optional
+    joint LM loss on the solution tokens."""
 
     log_prefix = "reward_head"
     progress_label = "reward head training"
@@ -185,12 +266,15 @@ class HeadModule(ObjectiveModule):
 
     def training_step(self, batch: HeadBatch, batch_idx: int) -> torch.Tensor:
         values, logits = self.model(batch.input_ids, batch.attention_mask, with_lm=True)
-        if self.kind == "outcome":
-            head_loss = outcome_rm_loss(values, batch.targets, batch.mask)
-        else:
-            head_loss = prm_step_loss(values, batch.targets, batch.mask)
-        loss = head_loss
+        loss_fn = outcome_rm_loss if self.kind == "outcome" else prm_step_loss
+        head_loss = loss_fn(values, batch.targets, batch.mask)
+        loss = self.cfg.pointwise_coef * head_loss
         metrics = {"head_loss": float(head_loss.detach()), "accuracy": head_accuracy(values, batch.targets, batch.mask)}
+        if self.cfg.pairwise_coef > 0:
+            scores = solution_scores(values.float(), batch, self.kind)
+            pairwise = group_pairwise_loss(scores, batch.outcomes, batch.groups)
+            loss = loss + self.cfg.pairwise_coef * pairwise
+            metrics["pairwise_loss"] = float(pairwise.detach())
         if self.cfg.lm_coef > 0:
             lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.lm_labels[:, 1:].flatten(), ignore_index=-100)
             loss = loss + self.cfg.lm_coef * lm
@@ -303,8 +387,17 @@ def train_head(
         run = run_trainer_settings()
         accelerator = "cpu" if head.device.type == "cpu" else run.accelerator
         trainer_cfg = replace(run, accelerator=accelerator, progress_bar=run.progress_bar and cfg.progress)
-    total = steps_for(len(rows), cfg.batch_size, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
-    loader = seeded_loader(rows, cfg.batch_size, partial(collate_heads, kind=kind, pad_id=head.tokenizer.pad_token_id), cfg.seed)
+    pad = head.tokenizer.pad_token_id
+    if cfg.pairwise_coef > 0:  # batches of whole problems, about batch_size samples each, so pairs meet
+        groups = group_rows(rows)
+        per_batch = max(1, round(cfg.batch_size * len(groups) / len(rows)))
+        collate = partial(collate_groups, kind=kind, pad_id=pad, positions=cfg.positions)
+        data = groups
+    else:
+        per_batch, data = cfg.batch_size, rows
+        collate = partial(collate_heads, kind=kind, pad_id=pad, positions=cfg.positions)
+    total = steps_for(len(data), per_batch, cfg.epochs, trainer_cfg.accumulate_grad_batches, cfg.max_steps)
+    loader = seeded_loader(data, per_batch, collate, cfg.seed)
     module = HeadModule(head.model, kind, cfg, total)
     torch.manual_seed(cfg.seed)
     metrics = run_training(module, loader, trainer_cfg, total, head.model)
@@ -316,14 +409,14 @@ def train_head(
 
 
 @torch.no_grad()
-def head_loss(head: RewardHead, examples: Sequence[HeadExample]) -> float:
-    """The head's training loss (without the LM term) on `examples`, in eval mode (no dropout)."""
+def head_loss(head: RewardHead, examples: Sequence[HeadExample], positions: str = "auto") -> float:
+    """The head's BCE loss (no pairwise or LM term) on `examples`, in eval mode (no dropout)."""
     kind = head.meta.kind
     rows = encode_examples(head.tokenizer, examples, kind)
     head.model.eval()
     total, count = 0.0, 0
     for start in range(0, len(rows), head.batch_size):
-        batch = collate_heads(rows[start : start + head.batch_size], kind, head.tokenizer.pad_token_id)
+        batch = collate_heads(rows[start : start + head.batch_size], kind, head.tokenizer.pad_token_id, positions)
         values = head.model(batch.input_ids.to(head.device), batch.attention_mask.to(head.device)).float().cpu()
         loss_fn = outcome_rm_loss if kind == "outcome" else prm_step_loss
         n = int(batch.mask.sum())
@@ -342,14 +435,24 @@ def label_auroc(head: RewardHead, examples: Sequence[HeadExample]) -> dict[str, 
     else:
         scores = [x for v in values for x in v]
         labels = [t >= 0.5 for e in examples for t in e.targets]
+    metrics = {}
+    if head.meta.kind == "outcome":  # selection within a problem: what best-of-N needs
+        within, count = within_problem_auroc(scores, labels, [e.group for e in examples])
+        if count:
+            metrics["train/within_problem_auroc"] = within
     if all(labels) or not any(labels):
-        return {}
-    return {"train/label_auroc": auroc(scores, labels)}
+        return metrics
+    return {"train/label_auroc": auroc(scores, labels), **metrics}
 
 
 __all__ = [
     "HEAD_KINDS",
     "STEP_LABELS",
+    "VALUE_POSITIONS",
+    "EncodedExample",
+    "collate_heads",
+    "solution_scores",
+    "token_targets",
     "HeadExample",
     "HeadMeta",
     "HeadTrainConfig",

@@ -99,7 +99,11 @@ def rollout_successes(
 
 
 def outcome_examples(solutions: Sequence[LabelledSolution]) -> list[HeadExample]:
-    return [HeadExample(s.prompt, s.steps, [1.0 if s.correct else 0.0]) for s in solutions if s.steps]
+    return [
+        HeadExample(s.prompt, s.steps, [1.0 if s.correct else 0.0], group=s.problem.id, outcome=float(s.correct))
+        for s in solutions
+        if s.steps
+    ]
 
 
 def step_examples(
@@ -115,7 +119,7 @@ def step_examples(
             truth = task.check_steps(s.problem, s.steps)
             if truth is None:
                 raise ValueError(f"step labels 'exact' need a task with per-step truth; {type(task).__name__} has none")
-            examples.append(HeadExample(s.prompt, s.steps, [float(t) for t in truth]))
+            examples.append(HeadExample(s.prompt, s.steps, [float(t) for t in truth], s.problem.id, float(s.correct)))
         return examples
     if rollouts < 1:
         raise ValueError(f"Monte-Carlo step labels need rollouts >= 1, got {rollouts}")
@@ -129,7 +133,8 @@ def step_examples(
         totals = [c[1] for c in counts[k : k + len(s.steps)]]
         k += len(s.steps)
         hard, soft = monte_carlo_step_labels(wins, totals)
-        examples.append(HeadExample(s.prompt, s.steps, soft if labels == "mc_soft" else hard))
+        targets = soft if labels == "mc_soft" else hard
+        examples.append(HeadExample(s.prompt, s.steps, targets, s.problem.id, float(s.correct)))
     return examples
 
 

@@ -52,7 +52,9 @@ class PAVConfig:
     path: str | None = None
     prover_head_path: str | None = None
     train_if_missing: bool = True
-    train: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # trained: labels must be mc_soft (values)
+    # trained: labels must be mc_soft; pointwise only, for 2 epochs: the heads estimate values (q ~ Q), which a
+    # ranking loss would not keep calibrated
+    train: HeadTrainConfig = field(default_factory=lambda: HeadTrainConfig(epochs=2.0, pairwise_coef=0.0))
 
     def __post_init__(self) -> None:
         require_choice("estimator", self.estimator, ESTIMATORS)

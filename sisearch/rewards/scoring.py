@@ -28,6 +28,9 @@ __all__ = [
     "pav_step_rewards",
     "renormalized_p_true",
     "p_true_from_option_logprobs",
+    "within_problem_auroc",
+    "weighted_vote",
+    "group_pairwise_loss",
     "follow_up_score",
     "weighted_sum",
     "auroc",
@@ -357,6 +360,54 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return u / (n_pos * n_neg)
 
 
+def within_problem_auroc(
+    scores: Sequence[float], labels: Sequence[bool], groups: Sequence[object]
+) -> tuple[float, int]:
+    """Mean per-group AUROC over groups holding both classes, and how many groups that is.
+
+    A verifier's job is to pick the right sample *of one problem*; a pooled
+    AUROC also rewards telling easy problems from hard ones, which does not
+    help selection. Groups with only right or only wrong samples are skipped
+    (their AUROC is undefined); with none left the result is NaN.
+    """
+    if not (len(scores) == len(labels) == len(groups)):
+        raise ValueError(
+            f"scores, labels and groups differ in length ({len(scores)}, {len(labels)}, {len(groups)})"
+        )
+    members: dict[object, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    per_group = []
+    for idx in members.values():
+        lab = [bool(labels[i]) for i in idx]
+        if any(lab) and not all(lab):
+            per_group.append(auroc([scores[i] for i in idx], lab))
+    if not per_group:
+        return float("nan"), 0
+    return math.fsum(per_group) / len(per_group), len(per_group)
+
+
+def weighted_vote(answers: Sequence[object], scores: Sequence[float]) -> int:
+    """Index of the sample to return: one holding the answer with the largest summed score.
+
+    Verifier-weighted majority vote: each sample votes for its answer with its reward, so a weak verifier
+    still benefits from agreement between samples (Cobbe et al. vote among the top-scored samples). Samples
+    with answer None (unparsed) do not vote; with no vote at all, the highest-scored sample. Ties: the answer
+    seen first; within it, its highest-scored sample.
+    """
+    if len(answers) != len(scores) or not answers:
+        raise ValueError(f"need one score per answer and at least one sample ({len(answers)} vs {len(scores)})")
+    totals: dict[object, float] = {}
+    for a, sc in zip(answers, scores):
+        if a is not None:
+            totals[a] = totals.get(a, 0.0) + float(sc)
+    if not totals:
+        return max(range(len(scores)), key=lambda i: scores[i])
+    best = max(totals, key=lambda a: totals[a])  # max keeps the first of equal totals
+    members = [i for i, a in enumerate(answers) if a == best]
+    return max(members, key=lambda i: scores[i])
+
+
 # ---------------------------------------------------------------------------
 # Training losses for ORM / PRM heads (torch)
 # ---------------------------------------------------------------------------
@@ -470,3 +521,30 @@ def bradley_terry_loss(
             f"{tuple(rejected_scores.shape)} scores differ in shape"
         )
     return -F.logsigmoid(chosen_scores - rejected_scores).mean()
+
+
+def group_pairwise_loss(
+    scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
+    """Bradley-Terry loss over every (right, wrong) pair that shares a group.
+
+    ``L = −mean_{(i,j): g_i = g_j, y_i = 1, y_j = 0} log σ(s_i − s_j)``. With
+    groups = problems, a score shift shared by one problem's samples cancels,
+    so the head cannot lower this loss by learning which problems are hard,
+    only by ranking each problem's samples (as TRL's reward trainer does with
+    chosen/rejected pairs). ``scores`` ``[N]`` logits; ``labels`` ``[N]`` 0/1
+    (thresholded at 0.5); ``groups`` ``[N]`` integer ids. A batch without any
+    such pair gives 0 (attached to the graph).
+    """
+    if not (scores.shape == labels.shape == groups.shape) or scores.dim() != 1:
+        raise ValueError(
+            f"scores {tuple(scores.shape)}, labels {tuple(labels.shape)} and groups "
+            f"{tuple(groups.shape)} must be 1-D and of one length"
+        )
+    right = labels.to(scores.device) >= 0.5
+    same = groups.to(scores.device)[:, None] == groups.to(scores.device)[None, :]
+    pairs = same & right[:, None] & ~right[None, :]  # [i, j]: i right, j wrong, same group
+    if not bool(pairs.any()):
+        return scores.sum() * 0.0
+    margins = scores[:, None] - scores[None, :]
+    return -F.logsigmoid(margins[pairs]).mean()
