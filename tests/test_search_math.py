@@ -27,8 +27,8 @@ def test_puct_score():
 
 
 def test_node_value_combines_outcome_and_damped_step_score():
-    kw = dict(outcome_weight=1.0, step_weight=1.0, damp_after=3, inherit_on_zero=True)
-    # right answer at parent depth 5: O = +1, C' = 1 / max(5 - 3, 1) = 0.5
+    kw = dict(outcome="score", outcome_weight=1.0, step_weight=1.0, damp_after=3, inherit_on_zero=True)
+    # the old rule (O = 2s - 1): right answer at parent depth 5: O = +1, C' = 1 / max(5 - 3, 1) = 0.5
     at = dict(parent_value=0.25, parent_depth=5)
     assert puct.node_value(1.0, terminal=True, **at, **kw) == pytest.approx(1.5)
     assert puct.node_value(0.0, terminal=True, **at, **kw) == pytest.approx(-1.0)  # wrong: O = -1, C' = 0
@@ -37,15 +37,38 @@ def test_node_value_combines_outcome_and_damped_step_score():
     # unfinished, step weight 0.5, shallow (no damping yet): 0.5 * 0.8
     assert puct.node_value(
         0.8, terminal=False, parent_value=0.0, parent_depth=2,
-        outcome_weight=1.0, step_weight=0.5, damp_after=3, inherit_on_zero=True,
+        outcome="score", outcome_weight=1.0, step_weight=0.5, damp_after=3, inherit_on_zero=True,
     ) == pytest.approx(0.4)
     # outcome weight 2, step weight 0: 2 * (2 * 0.75 - 1)
     assert puct.node_value(
         0.75, terminal=True, parent_value=0.0, parent_depth=1,
-        outcome_weight=2.0, step_weight=0.0, damp_after=None, inherit_on_zero=True,
+        outcome="score", outcome_weight=2.0, step_weight=0.0, damp_after=None, inherit_on_zero=True,
     ) == pytest.approx(1.0)
     assert puct.damped_score(0.6, 10, None) == 0.6
     assert puct.damped_score(0.6, 7, 3) == pytest.approx(0.15)
+
+
+def test_outcome_comes_from_the_verdict_and_the_critic_from_the_score():
+    kw = dict(parent_value=0.0, parent_depth=1, outcome_weight=1.0, damp_after=3, inherit_on_zero=True)
+    # ORM-only recipe (no critic, step_weight 0): terminal values are exactly +1 and -1, not +2 and -1
+    assert puct.node_value(1.0, terminal=True, correct=True, step_weight=0.0, **kw) == 1.0
+    assert puct.node_value(0.0, terminal=True, correct=False, step_weight=0.0, **kw) == -1.0
+    # a composite score of a wrong answer (ORM 0 + 0.5 * P(True) 0.9 = 0.45) no longer looks like "unknown":
+    # O = -1 from the verdict, C = 0.45 from the score; the old rule gave O = 2 * 0.45 - 1 = -0.1
+    assert puct.node_value(0.45, terminal=True, correct=False, step_weight=1.0, **kw) == pytest.approx(-0.55)
+    assert puct.node_value(0.45, terminal=True, correct=False, step_weight=1.0, outcome="score", **kw) == (
+        pytest.approx(-0.1 + 0.45)
+    )
+    # critic only (self_judge 0.7) on a right answer: 1 + 0.7; an unfinished child gets the critic alone
+    assert puct.node_value(0.7, terminal=True, correct=True, step_weight=1.0, **kw) == pytest.approx(1.7)
+    assert puct.node_value(0.7, terminal=False, step_weight=1.0, **kw) == pytest.approx(0.7)
+    # without a critic an unfinished child carries no evidence: it inherits its parent's value
+    assert puct.node_value(0.7, terminal=False, step_weight=0.0, **{**kw, "parent_value": 0.3}) == 0.3
+    assert puct.outcome_term(0.2, True, "verifier") == 1.0 and puct.outcome_term(0.2, None, "score") == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="no verdict"):
+        puct.outcome_term(1.0, None, "verifier")
+    with pytest.raises(ValueError, match="allowed: verifier, score"):
+        puct.outcome_term(1.0, True, "both")
 
 
 def hand_tree():

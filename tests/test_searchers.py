@@ -222,6 +222,23 @@ def test_mcts_scripted_run_exact_statistics():
     assert engine.calls == [(1, 2, 32, ["\n"])] and tree.answer == "2"
 
 
+def test_mcts_completes_at_the_depth_limit_and_backs_up_the_checked_outcome():
+    script = {"": ["1+1=3\n", "1+1=2\n"], "1+1=3\n": ["A:3" + EOS], "1+1=2\n": ["A:2" + EOS]}
+    cfg = MCTSConfig(simulations=3, commit=False, depth_limit=1, complete_at_depth_limit=True, step_weight=0.0)
+    tree, engine, _ = search(MCTS(cfg), script, {})
+    a, b = tree.root.children
+    whole = ArithTask(ArithConfig(train_size=10)).max_new_tokens
+    # one step expansion, then one whole completion at each depth-limit node; the third simulation selects b's
+    # existing completion again instead of sampling another
+    assert engine.calls == [(1, 2, 32, ["\n"]), (1, 1, whole, None), (1, 1, whole, None)]
+    (a_end,), (b_end,) = a.children, b.children
+    assert a_end.terminal and not a_end.verdict.correct and b_end.verdict.correct
+    # no critic: the unfinished steps inherit the root's 0; the completions carry O = -1 and +1
+    assert (a.value, a_end.value, b_end.value) == (0.0, -1.0, 1.0)
+    assert (a.q, a.visits) == (-1.0, 1) and (b.q, b.visits) == (1.0, 2) and b_end.visits == 2
+    assert tree.root.visits == 3 and tree.root.metadata["V"] == pytest.approx((1 * -1.0 + 2 * 1.0) / 3)
+
+
 def test_mcts_commits_move_by_move():
     script = {"": ["1+1=2\n", "1+1=3\n"], "1+1=2\n": ["A:2" + EOS, "A:2" + EOS]}
     table = {"1+1=2\n": 0.8, "1+1=3\n": 0.1, "1+1=2\nA:2": 1.0}
@@ -243,6 +260,7 @@ def test_mcts_commits_move_by_move():
         ({"name": "mcts", "force_after": -1}, "force_after must be at least 0 or null, got -1"),
         ({"name": "mcts", "dirichlet_fraction": 1.5}, "dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0"),
         ({"name": "mcts", "commit_temperature": -1}, "commit_temperature must be at least 0, got -1.0"),
+        ({"name": "mcts", "outcome": "orm"}, "unknown outcome 'orm'; allowed: verifier, score"),
         ({"name": "beam", "expansions": 0}, "expansions must be at least 1, got 0"),
         ({"name": "best_first", "rollouts": 0}, "rollouts must be at least 1, got 0"),
         ({"name": "iterative_deepening", "trigger": ""}, "trigger must not be empty"),

@@ -64,30 +64,51 @@ def damped_score(score: float, parent_depth: int, damp_after: int | None) -> flo
     return score / max(parent_depth - damp_after, 1)
 
 
+OUTCOME_RULES = ("verifier", "score")
+
+
+def outcome_term(score: float, correct: bool | None, rule: str) -> float:
+    """The outcome `O` of a finished solution.
+
+    `verifier` (the spec): +1 if the task's checker found it right, else -1, from the verdict alone.
+    `score` (the earlier rule, kept to reproduce old runs): `O = 2s - 1` from the rewarder's score `s`.
+    """
+    if rule == "verifier":
+        if correct is None:
+            raise ValueError("outcome 'verifier': a finished node has no verdict")
+        return 1.0 if correct else -1.0
+    if rule == "score":
+        return 2.0 * score - 1.0
+    raise ValueError(f"unknown outcome rule {rule!r}; allowed: {', '.join(OUTCOME_RULES)}")
+
+
 def node_value(
     score: float,
     *,
     terminal: bool,
+    correct: bool | None = None,
     parent_value: float,
     parent_depth: int,
+    outcome: str = "verifier",
     outcome_weight: float,
     step_weight: float,
     damp_after: int | None,
     inherit_on_zero: bool,
 ) -> float:
-    """A new child's value `v = outcome_weight * O + step_weight * C'` (the MCTS-DPO combination).
+    """A new child's value `v = outcome_weight * O + C'` (the MCTS-DPO combination).
 
-    The rewarder's score `s` of the child supplies both parts: the outcome `O = 2s - 1` of a finished
-    solution (+1 right, -1 wrong for a 0/1 score; 0 for an unfinished one) and the step score `C = s`,
-    depth-damped to `C'`. As in MCTS-DPO, an unfinished child whose damped step score is exactly 0 (no
+    `O` is the outcome of a finished solution (`outcome_term`: from the verdict `correct`, or from the score
+    under the old rule; 0 for an unfinished one). `C' = step_weight * C` damped by depth is the critic's part,
+    with `C` the rewarder's score; a recipe without a critic sets `step_weight: 0`, so an ORM-only rewarder
+    does not count the outcome twice. As in MCTS-DPO, an unfinished child whose `C'` is exactly 0 (no
     evidence) inherits its parent's value when `inherit_on_zero` is set.
     """
-    step = damped_score(score, parent_depth, damp_after)
+    critic = step_weight * damped_score(score, parent_depth, damp_after)
     if not terminal:
-        if step == 0.0 and inherit_on_zero:
+        if critic == 0.0 and inherit_on_zero:
             return parent_value
-        return step_weight * step
-    return outcome_weight * (2.0 * score - 1.0) + step_weight * step
+        return critic
+    return outcome_weight * outcome_term(score, correct, outcome) + critic
 
 
 def init_child_stats(child: Node, value: float) -> None:
