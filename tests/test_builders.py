@@ -91,6 +91,9 @@ def test_step_pairs_options():
     assert StepPairs(StepPairsConfig(min_q_gap=1.5)).build([tree], {}, 0) == []
     # the MCTS-DPO filter keeps a tree only when its chosen solution is right
     assert len(StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0)) == 2
+    n["a1x"].metadata["truncated"] = True  # right answer, but cut by the token budget: not available
+    assert StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0) == []
+    del n["a1x"].metadata["truncated"]
     tree.chosen = n["a2x"]
     assert StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0) == []
     # a tree without a chosen solution has no committed path
