@@ -72,6 +72,8 @@ def test_step_pairs_on_the_chosen_path():
     ]
     assert all(p.problem_id == "p1" for p in pairs)
     assert [p.metadata["depth"] for p in pairs] == [0, 1]
+    # only the second chosen side ends in a verified-correct solution (the first is a bare step)
+    assert [p.chosen_correct for p in pairs] == [False, True]
 
 
 def test_step_pairs_options():

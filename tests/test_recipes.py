@@ -58,6 +58,7 @@ def test_step_level_recipes_set_the_papers_options():
     # every simulation ends in a checked answer; O from the verdict, C from a critic-only rewarder
     assert mcts_dpo.searcher.complete_at_depth_limit and mcts_dpo.searcher.outcome == "verifier"
     assert mcts_dpo.rewarder.name == "self_judge" and mcts_dpo.searcher.step_weight == 1.0
+    assert mcts_dpo.optimizer.nll_on == "correct"  # no SFT on chosen steps of near-neutral pairs
     assert mcts_dpo.builder.require_correct and mcts_dpo.builder.min_q_gap == 0.0  # --filter, no gap threshold
     for recipe in ("cpl_step_apo", "tpo"):  # ORM-only: no critic, so the outcome is not counted twice
         cfg = compose([f"experiment={recipe}"])
