@@ -103,6 +103,20 @@ def test_self_judge_per_step_batches_every_prefix_in_one_call(task):
     assert engine.calls == [("next_token_logprobs", 4)]
 
 
+def test_self_judge_hinted_by_the_gold_solution_reads_gold(task):
+    gold = Problem(id="g", question="Q:1+2-4=?", answer="9", solution="1+2=3\n3-4=9\nA:9")
+    template = "{reference}\n{prompt}{solution}"
+    prompt = "1+2=3\n3-4=9\nA:9\n" + PROMPT + "1+2=3\n"
+    engine = ScriptedEngine(next_token={prompt: [math.log(0.3), math.log(0.1)]})
+    hinted = SelfJudgeRewarder(SelfJudgeConfig(template=template, true_options=["1"], false_options=["W"]),
+                               task=task, engine=engine)
+    assert hinted.uses_gold  # training-time search only
+    assert hinted.score([ScoreItem(gold, PROMPT, Node(step="1+2=3\n", state="1+2=3\n"))]) == [pytest.approx(0.75)]
+    with pytest.raises(ValueError, match="needs a gold solution; problem p has none"):
+        hinted.score([item("1+2=3\n")])
+    assert not SelfJudgeRewarder(SelfJudgeConfig(), task=task, engine=engine).uses_gold
+
+
 def test_self_judge_rejects_options_that_are_not_one_token(task):
     with pytest.raises(ValueError, match="exactly one known token"):
         SelfJudgeRewarder(SelfJudgeConfig(true_options=["Yes"]), task=task, engine=ScriptedEngine())
