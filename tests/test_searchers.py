@@ -239,6 +239,29 @@ def test_mcts_completes_at_the_depth_limit_and_backs_up_the_checked_outcome():
     assert tree.root.visits == 3 and tree.root.metadata["V"] == pytest.approx((1 * -1.0 + 2 * 1.0) / 3)
 
 
+def test_mcts_injects_the_rest_of_the_gold_solution_where_the_path_follows_it():
+    from sisearch.search.mcts import GOLD, gold_continuation
+
+    task = ArithTask(ArithConfig(train_size=10, test_size_per_difficulty=2))
+    problem = Problem(id="p0", question=QUESTION, answer="2", solution="1+1=2\nA:2")
+    engine = ScriptedEngine({"": ["1+1=3\n", "1+1=2\n"], "1+1=3\n": ["A:3" + EOS, "A:4" + EOS]})
+    # c_puct 10: the second simulation explores 1+1=3 (prior ~0.94, unvisited) over the visited gold child
+    cfg = MCTSConfig(simulations=2, commit=False, depth_limit=None, include_gt=True, step_weight=0.0, c_puct=10.0)
+    (tree,) = run_search(MCTS(cfg), [problem], SearchContext(task, engine, TableRewarder({}), 32, progress=False))
+    assert not any(engine.script.values())  # both expansions happened
+    wrong, right, gold = tree.root.children
+    # the root's expansion gets the whole gold solution as a third, finished child, worth O = +1
+    assert gold.metadata[GOLD] and gold.terminal and gold.verdict.correct and gold.step == "1+1=2\nA:2"
+    assert (gold.value, gold.token_ids, gold.num_tokens) == (1.0, [], 0)
+    # under 1+1=2 (on the gold path) the rest "A:2" would be injected; under 1+1=3 (off it) nothing is
+    assert not right.children and [c.step for c in wrong.children] == ["A:3", "A:4"]
+    (rest,) = gold_continuation(right, problem)  # on the gold path: the rest of it, once
+    assert (rest.step, rest.parent) == ("A:2", right) and gold_continuation(right, problem) == []
+    assert gold_continuation(wrong, problem) == [] and gold_continuation(gold, problem) == []
+    with pytest.raises(ValueError, match="include_gt needs gold solutions; problem p0 has none"):
+        search(MCTS(cfg), {}, {})
+
+
 def test_mcts_commits_move_by_move():
     script = {"": ["1+1=2\n", "1+1=3\n"], "1+1=2\n": ["A:2" + EOS, "A:2" + EOS]}
     table = {"1+1=2\n": 0.8, "1+1=3\n": 0.1, "1+1=2\nA:2": 1.0}

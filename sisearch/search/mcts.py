@@ -21,7 +21,7 @@ from sisearch.search.answers import check_rule
 from sisearch.search.base import SearchGenerator, Searcher
 from sisearch.checks import require_at_least, require_choice
 from sisearch.search.requests import Expand, Score
-from sisearch.search.tree import Node, Tree
+from sisearch.search.tree import Node, Tree, Verdict
 from sisearch.tasks.base import Problem
 
 
@@ -48,6 +48,9 @@ class MCTSConfig:
     damp_after: int | None = 3  # C' = C / max(depth_parent - damp_after, 1); None: no damping
     inherit_on_zero: bool = True  # an unfinished child with C' = 0 takes its parent's value
     dedup: bool = True  # drop a new child whose step text repeats a sibling's
+    # MCTS-DPO's ground-truth injection: where the path so far is a prefix of the gold solution, the rest of it
+    # joins the expansion as one more (finished) child. It uses gold solutions: not pure self-improvement.
+    include_gt: bool = False
     dirichlet_alpha: float = 0.3  # concentration of the root noise
     dirichlet_fraction: float = 0.0  # root noise weight; 0 turns it off
     temperature: float = 1.0  # sampling temperature of the policy
@@ -73,6 +76,8 @@ class MCTS(Searcher):
 
     def search(self, problem: Problem, tree: Tree) -> SearchGenerator:
         cfg = self.cfg
+        if cfg.include_gt and problem.solution is None:
+            raise ValueError(f"searcher 'mcts': include_gt needs gold solutions; problem {problem.id} has none")
         rng = random.Random(cfg.seed * 1_000_003 + zlib.crc32(problem.id.encode()))
         root = tree.root
         root.metadata.setdefault(puct.V_KEY, 0.0)
@@ -83,7 +88,7 @@ class MCTS(Searcher):
             for _ in range(iterations):
                 if noise is None and cfg.dirichlet_fraction > 0 and root.children:
                     noise = puct.dirichlet(cfg.dirichlet_alpha, len(root.children), rng)
-                yield from self._iterate(root, tree, noise)
+                yield from self._iterate(root, tree, noise, problem)
             if not cfg.commit or root.terminal or not root.children:
                 break
             if cfg.commit_temperature > 0:
@@ -112,13 +117,13 @@ class MCTS(Searcher):
         index = puct.select_child(node, c_puct=self.cfg.c_puct, length_penalty=self.cfg.length_penalty, priors=priors)
         return node.children[index]
 
-    def _iterate(self, root: Node, tree: Tree, noise: list[float] | None) -> SearchGenerator:
+    def _iterate(self, root: Node, tree: Tree, noise: list[float] | None, problem: Problem) -> SearchGenerator:
         path, node = [root], root
         while node.children and self._within(node, root):
             node = self._select(node, root, noise)
             path.append(node)
         while self._within(node, root):
-            yield from self._expand(node, tree)
+            yield from self._expand(node, tree, problem)
             if not node.children:
                 break
             node = self._select(node, root, noise)
@@ -127,7 +132,7 @@ class MCTS(Searcher):
             # Finish the solution so the backup carries a checked outcome, not a judge's guess at a
             # half-done one. The completion stays as the node's only child; later visits select it again.
             if not node.children:
-                yield from self._expand(node, tree, whole=True)
+                yield from self._expand(node, tree, problem, whole=True)
             if node.children:
                 node = self._select(node, root, noise)
                 path.append(node)
@@ -136,7 +141,7 @@ class MCTS(Searcher):
         else:  # a finished root or an empty expansion: only the visit counts
             root.visits += 1
 
-    def _expand(self, node: Node, tree: Tree, whole: bool = False) -> SearchGenerator:
+    def _expand(self, node: Node, tree: Tree, problem: Problem, whole: bool = False) -> SearchGenerator:
         cfg = self.cfg
         if whole or (cfg.force_after is not None and node.depth > cfg.force_after):
             new = yield Expand(node, n=1, temperature=cfg.temperature, whole=True)
@@ -145,6 +150,8 @@ class MCTS(Searcher):
             new = yield Expand(node, n=n, temperature=cfg.temperature)
         if cfg.dedup:
             new = drop_duplicate_steps(node, new)
+        if cfg.include_gt:
+            new += gold_continuation(node, problem)
         scores = yield Score(new)
         for child, score in zip(new, scores):
             value = puct.node_value(
@@ -155,6 +162,25 @@ class MCTS(Searcher):
             )
             puct.init_child_stats(child, value)
             child.metadata["score"] = score
+
+
+GOLD = "gold"  # metadata flag of an injected gold continuation
+
+
+def gold_continuation(node: Node, problem: Problem) -> list[Node]:
+    """The rest of the gold solution as a new finished child of `node`, where `node`'s state is a proper prefix
+    of it and no child already says it; else nothing.
+
+    The injected child was not sampled: it has no token ids and log-prob 0, so its PUCT prior is 1.
+    """
+    gold = problem.solution
+    if gold is None or not gold.startswith(node.state) or gold == node.state:
+        return []
+    rest = gold[len(node.state) :]
+    if any(c.step == rest for c in node.children):
+        return []
+    child = Node(step=rest, state=gold, terminal=True, verdict=Verdict(True, problem.answer), metadata={GOLD: True})
+    return [node.add_child(child)]
 
 
 def drop_duplicate_steps(parent: Node, new: list[Node]) -> list[Node]:
