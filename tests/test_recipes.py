@@ -63,3 +63,7 @@ def test_step_level_recipes_set_the_papers_options():
     for recipe in ("cpl_step_apo", "tpo"):  # ORM-only: no critic, so the outcome is not counted twice
         cfg = compose([f"experiment={recipe}"])
         assert (cfg.rewarder.name, cfg.searcher.step_weight, cfg.searcher.outcome) == ("orm", 0.0, "verifier")
+    cpl = compose(["experiment=cpl_step_apo"])
+    assert cpl.searcher.simulations >= 64 and cpl.searcher.backup == "mean"  # CPL: 100-200, AlphaMath's mean
+    assert not cpl.builder.extend_only_children  # a pair is one plan step
+    assert compose(["experiment=tpo"]).builder.score == "outcome"  # ranked by outcome, not visit-weighted Q

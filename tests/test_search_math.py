@@ -117,6 +117,22 @@ def test_visit_weighted_backup_exact_numbers():
     assert a.q == pytest.approx(0.5 + 0.5 * 1.125)
 
 
+def test_mean_backup_averages_the_leaf_values_exact_numbers():
+    root, a, b, c, d = hand_tree()
+    puct.mean_backup([root, a, c])  # c's own value 2 into c, a and the root
+    assert (c.q, c.visits, a.q, a.visits, root.visits) == (2.0, 1, 2.0, 1, 1)
+    assert root.metadata["V"] == 2.0 and root.q == 0.0  # the root has no step: its Q is left alone
+    puct.mean_backup([root, b])  # b's -1: the root's mean is (2 - 1) / 2
+    assert (b.q, b.visits) == (-1.0, 1) and root.metadata["V"] == pytest.approx(0.5)
+    puct.mean_backup([root, a, d])  # d's 0.5: a averages (2 + 0.5) / 2, the root (2 - 1 + 0.5) / 3
+    assert (d.q, a.q, a.visits) == (0.5, pytest.approx(1.25), 2)
+    assert root.metadata["V"] == pytest.approx(0.5) and root.visits == 3
+    # the visit-weighted rule on the same first path gives a different a: (1 * 1.5 + 1 * 0) / 2 + r_a 0.5
+    root2, a2, _, c2, _ = hand_tree()
+    puct.backup([root2, a2, c2])
+    assert a2.q == pytest.approx(1.25) and c2.q == pytest.approx(1.5)
+
+
 def test_select_child_by_puct_on_hand_tree():
     root, a, b, c, d = hand_tree()
     for path in ([root, a, c], [root, b], [root, a, c]):

@@ -284,6 +284,7 @@ def test_mcts_commits_move_by_move():
         ({"name": "mcts", "dirichlet_fraction": 1.5}, "dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0"),
         ({"name": "mcts", "commit_temperature": -1}, "commit_temperature must be at least 0, got -1.0"),
         ({"name": "mcts", "outcome": "orm"}, "unknown outcome 'orm'; allowed: verifier, score"),
+        ({"name": "mcts", "backup": "max"}, "unknown backup 'max'; allowed: visit_weighted, mean"),
         ({"name": "beam", "expansions": 0}, "expansions must be at least 1, got 0"),
         ({"name": "best_first", "rollouts": 0}, "rollouts must be at least 1, got 0"),
         ({"name": "iterative_deepening", "trigger": ""}, "trigger must not be empty"),

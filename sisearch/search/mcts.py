@@ -39,7 +39,10 @@ class MCTSConfig:
     complete_at_depth_limit: bool = False
     c_puct: float = 1.0  # w_exp: weight of the prior term in PUCT
     length_penalty: float = 1.25  # lambda in p = exp(sum logp / L^lambda)
-    gamma: float = 1.0  # discount in the backup Q = r + gamma * V
+    gamma: float = 1.0  # discount in the backup Q = r + gamma * V (visit_weighted)
+    # visit_weighted (MCTS-DPO: V = visit-weighted mean of the children's Q) | mean (AlphaMath, CPL: Q = the
+    # mean of the leaf values backed up through the node)
+    backup: str = "visit_weighted"
     commit: bool = True  # move-by-move commitment (AlphaZero style)
     commit_temperature: float = 0.0  # 0: argmax of (N(div+1), Q, V); > 0: sample by (e^Q (children+1))^(1/tau)
     outcome: str = "verifier"  # O of a finished solution: verifier (+1/-1 by its verdict) | score (2s - 1, the old rule)
@@ -66,6 +69,7 @@ class MCTSConfig:
         require_at_least(self, 0, "c_puct", "commit_temperature")
         check_rule(self.answer_rule)
         require_choice("outcome", self.outcome, puct.OUTCOME_RULES)
+        require_choice("backup", self.backup, puct.BACKUP_RULES)
 
 
 @register("searcher", "mcts", schema=MCTSConfig)
@@ -136,7 +140,9 @@ class MCTS(Searcher):
             if node.children:
                 node = self._select(node, root, noise)
                 path.append(node)
-        if len(path) > 1:
+        if len(path) > 1 and self.cfg.backup == "mean":
+            puct.mean_backup(path)
+        elif len(path) > 1:
             puct.backup(path, self.cfg.gamma)
         else:  # a finished root or an empty expansion: only the visit counts
             root.visits += 1

@@ -146,6 +146,26 @@ def backup(path: list[Node], gamma: float = 1.0) -> None:
             node.q = node.reward + gamma * node.metadata[V_KEY]
 
 
+BACKUP_RULES = ("visit_weighted", "mean")
+
+
+def mean_backup(path: list[Node]) -> None:
+    """AlphaMath / CPL's backup: the leaf's own value `v` is averaged into every node on `path`.
+
+    Each node: `N += 1`, `V += (v - V) / N` (the running mean of the values backed up through it), and
+    `Q = V` for a node with a step (the tree's root keeps its Q).
+    """
+    if not path:
+        raise ValueError("backup: empty path")
+    value = path[-1].value
+    for node in path:
+        node.visits += 1
+        mean = node.metadata.get(V_KEY, 0.0)
+        node.metadata[V_KEY] = mean + (value - mean) / node.visits
+        if node.parent is not None:
+            node.q = node.metadata[V_KEY]
+
+
 def visit_spread(node: Node) -> int:
     """`div = max - min` of the visit counts of `node`'s own children (0 without children)."""
     if not node.children:
