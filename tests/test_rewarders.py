@@ -167,6 +167,7 @@ def test_prm_mc_labels_each_prefix_by_rollouts_and_aggregates(task, label, aggre
     cfg = PRMConfig(mode="mc", rollouts=4, label=label, aggregate=aggregate)
     rewarder = PRMRewarder(cfg, task=task, engine=engine)
     assert rewarder.uses_gold
+    assert PRMConfig().aggregate == "last" and PRMConfig().label == "soft"  # soft labels read as values: the last
     # the finished answer line is checked directly: 1.0
     assert rewarder.score([item("1+2=3\n3-4=9\nA:9", terminal=True)]) == [pytest.approx(expected)]
     assert engine.calls == [("generate", 2)]

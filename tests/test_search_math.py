@@ -150,6 +150,15 @@ def test_select_child_by_puct_on_hand_tree():
         puct.select_child(c, c_puct=1.0, length_penalty=1.25)
 
 
+def test_first_selection_at_an_unvisited_node_uses_the_prior():
+    node = Node()
+    node.add_child(Node(q=0.5, prior_logprob=-10.0, num_tokens=1))  # p = e^-10
+    node.add_child(Node(q=0.4, prior_logprob=0.0, num_tokens=1))  # p = 1
+    # N = 0 counts as 1: a 0.5 + e^-10 against b 0.4 + 1 (with sqrt(0) it was argmax Q, a)
+    assert puct.select_child(node, c_puct=1.0, length_penalty=1.25) == 1
+    assert node.visits == 0  # the count itself is not changed
+
+
 def test_commitment_rule():
     root, a, b, c, d = hand_tree()
     for path in ([root, a, c], [root, b], [root, a, c]):

@@ -212,7 +212,7 @@ def test_mcts_scripted_run_exact_statistics():
     # a: unfinished, v = C' = 0.5 (no damping at depth 0); b: finished right, v = O + C' = 1 + 1 = 2
     assert (a.value, a.reward, a.q) == (0.5, 0.5, 0.5)
     assert b.value == 2.0 and b.reward == 2.0
-    # simulation 1: N_root = 0, so PUCT is argmax Q -> b; simulation 2: 0.5 + p_a vs 2 + p_b / 2 -> b again
+    # simulation 1: N_root = 0 counts as 1: 0.5 + p_a vs 2 + p_b -> b; simulation 2: 0.5 + p_a vs 2 + p_b / 2 -> b
     p_a = puct.step_prior(-0.2, 2, 1.25)
     p_b = puct.step_prior(-0.4, 4, 1.25)
     assert 2.0 + p_b / 2 > 0.5 + p_a

@@ -45,12 +45,15 @@ def select_child(node: Node, *, c_puct: float, length_penalty: float, priors: li
     """Index of the child with the highest PUCT score (the first of equals).
 
     `priors` overrides the step priors (root noise); by default each child's own length-penalised prior.
+    A node not yet visited (the root before its first backup, a leaf just expanded) counts as visited once:
+    with `sqrt(0)` the prior would vanish and the first choice would be argmax Q alone.
     """
     if not node.children:
         raise ValueError("select_child: the node has no children to select from")
     if priors is None:
         priors = [step_prior(c.prior_logprob, c.num_tokens, length_penalty) for c in node.children]
-    scores = [puct_score(c.q, p, node.visits, c.visits, c_puct) for c, p in zip(node.children, priors)]
+    parent_visits = max(node.visits, 1)
+    scores = [puct_score(c.q, p, parent_visits, c.visits, c_puct) for c, p in zip(node.children, priors)]
     return max(range(len(scores)), key=lambda i: scores[i])
 
 
