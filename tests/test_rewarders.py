@@ -149,6 +149,30 @@ def test_follow_up_is_positive_minus_negative_mean_normalised_loglik(task):
     assert engine.calls == [("logprobs", 10)]  # both items' five follow-ups in one call
 
 
+class MergingTokenizer:
+    """Longest match first over a tiny vocabulary in which "ab" is one token (a BPE merge)."""
+
+    bos_token = None
+    vocab = {"ab": 10, "a": 1, "b": 2, "x": 3, "\n": 4, "W": 5}
+
+    def __call__(self, text, add_special_tokens=False):
+        ids = []
+        while text:
+            piece = next(p for p in sorted(self.vocab, key=len, reverse=True) if text.startswith(p))
+            ids.append(self.vocab[piece])
+            text = text[len(piece):]
+        return SimpleNamespace(input_ids=ids)
+
+
+def test_follow_ups_are_tokenized_in_their_context():
+    from sisearch.optim.logprobs import encode_scored_pairs
+
+    pairs = encode_scored_pairs(MergingTokenizer(), ["xa", "x\n", "x"], ["b", "Wb", "ab"])
+    # "xa" + "b" reads as x, ab: the merged token straddles the boundary and is scored as the follow-up
+    # (on its own "b" would be token 2, a split the model never sees after "xa")
+    assert pairs == [([3], [10]), ([3, 4], [5, 2]), ([3], [10])]
+
+
 # -- prm (Monte-Carlo mode) ----------------------------------------------------------------------------------
 
 
