@@ -167,10 +167,10 @@ class MergingTokenizer:
 def test_follow_ups_are_tokenized_in_their_context():
     from sisearch.optim.logprobs import encode_scored_pairs
 
-    pairs = encode_scored_pairs(MergingTokenizer(), ["xa", "x\n", "x"], ["b", "Wb", "ab"])
+    pairs = encode_scored_pairs(MergingTokenizer(), ["xa", "x\n", "x", "xa"], ["b", "Wb", "ab", ""])
     # "xa" + "b" reads as x, ab: the merged token straddles the boundary and is scored as the follow-up
     # (on its own "b" would be token 2, a split the model never sees after "xa")
-    assert pairs == [([3], [10]), ([3, 4], [5, 2]), ([3], [10])]
+    assert pairs == [([3], [10]), ([3, 4], [5, 2]), ([3], [10]), ([3, 1], [])]
 
 
 # -- prm (Monte-Carlo mode) ----------------------------------------------------------------------------------

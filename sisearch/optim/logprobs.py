@@ -30,13 +30,17 @@ def encode_scored_pairs(
     Tokenizing a continuation on its own can split it differently from how it reads after its context (a BPE
     merge across the boundary; FLR scores each follow-up inside the conversation). The cut is where the
     context's own tokens stop matching the joint ones; a token that straddles the boundary goes to the
-    continuation, which keeps at least one token.
+    continuation, which keeps at least one token unless it is empty.
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
     pairs = []
     for context, continuation in zip(contexts, continuations):
-        alone, joint = encode_prompt(tokenizer, context), encode_prompt(tokenizer, context + continuation)
+        alone = encode_prompt(tokenizer, context)
+        if not continuation:
+            pairs.append((alone, []))
+            continue
+        joint = encode_prompt(tokenizer, context + continuation)
         k = 0
         while k < min(len(alone), len(joint) - 1) and alone[k] == joint[k]:
             k += 1
