@@ -1,14 +1,15 @@
 """Step-level data quality, independent of training: one iteration's search and build per recipe, each pair
 judged by the task's exact step truth (`check_steps`, arith).
 
-    python benchmarks/pair_quality.py [--recipes mcts_dpo cpl_step_apo step_dpo] [--seed 0] [--budget N]
-        [--problems N] [override ...]
+    python benchmarks/pair_quality.py [override ...] [--recipes mcts_dpo cpl_step_apo step_dpo] [--seed 0]
 
 For each recipe: pairs per 1k generated tokens, and the share of pairs whose chosen step is right and rejected
 step wrong (good), the reverse (reversed), both wrong, both right. A pair's step is the first line where chosen
-and rejected differ, judged in the context of the committed prefix. Nothing is trained; the iteration-1
+and rejected differ, judged by `check_steps` on the prefix plus that line: "right" means the solution is still
+on a path to the right answer after it, so below an earlier slip in the prefix both sides count as wrong. Nothing is trained; the iteration-1
 problems, seeds and token budget are the loop's own, so the numbers match `sisearch experiment=X iterations=1`.
-Extra `key=value` arguments are Hydra overrides applied to every recipe (e.g. `search_token_budget=20000`).
+Extra `key=value` arguments (before `--recipes`) are Hydra overrides for every recipe, e.g.
+`search_token_budget=5000` for a quick look on a CPU.
 """
 
 from __future__ import annotations
