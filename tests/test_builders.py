@@ -72,6 +72,8 @@ def test_step_pairs_on_the_chosen_path():
     ]
     assert all(p.problem_id == "p1" for p in pairs)
     assert [p.metadata["depth"] for p in pairs] == [0, 1]
+    # only the second chosen side ends in a verified-correct solution (the first is a bare step)
+    assert [p.chosen_correct for p in pairs] == [False, True]
 
 
 def test_step_pairs_options():
@@ -91,6 +93,9 @@ def test_step_pairs_options():
     assert StepPairs(StepPairsConfig(min_q_gap=1.5)).build([tree], {}, 0) == []
     # the MCTS-DPO filter keeps a tree only when its chosen solution is right
     assert len(StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0)) == 2
+    n["a1x"].metadata["truncated"] = True  # right answer, but cut by the token budget: not available
+    assert StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0) == []
+    del n["a1x"].metadata["truncated"]
     tree.chosen = n["a2x"]
     assert StepPairs(StepPairsConfig(require_correct=True)).build([tree], {}, 0) == []
     # a tree without a chosen solution has no committed path

@@ -472,3 +472,17 @@ def test_length_normalised_nll_by_hand():
 
     # rows: -6 over 3 tokens -> 2 per token; -1 over 0 tokens counts as 1 token -> 1; mean 1.5
     assert length_normalised_nll(torch.tensor([-6.0, -1.0]), torch.tensor([3, 0])).item() == pytest.approx(1.5)
+
+
+def test_weighted_nll_and_confidence_weights_by_hand():
+    from sisearch.optim.losses import confidence_weights, weighted_nll
+
+    logps, counts = torch.tensor([-6.0, -1.0]), torch.tensor([3, 0])
+    # weights 1 and 0: the second row drops out, the mean still divides by 2: -(-2 + 0) / 2
+    assert weighted_nll(logps, counts, torch.tensor([1.0, 0.0])).item() == pytest.approx(1.0)
+    assert weighted_nll(logps, counts, torch.tensor([1.0, 1.0])).item() == pytest.approx(1.5)  # the plain term
+    # eps = 0.5 (a neutral cDPO pair) gives no NLL; eps = 0 the full term; eps = 0.25 half of it
+    assert confidence_weights(torch.tensor([0.5, 0.0, 0.25])).tolist() == [0.0, 1.0, 0.5]
+    assert weighted_nll(logps, counts, confidence_weights(torch.tensor([0.5, 0.5]))).item() == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 0.5\]"):
+        confidence_weights(torch.tensor([0.6]))

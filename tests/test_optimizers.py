@@ -260,3 +260,43 @@ def capture_history(monkeypatch) -> dict[str, list[float]]:
 def test_a_negative_nll_weight_is_refused(build):
     with pytest.raises(ValueError, match="nll_weight must be >= 0, got -1.0"):
         build()
+
+
+def pair_batch(records: list[PreferencePair], ref_chosen: list[float], ref_rejected: list[float]):
+    """A batch of the records' indices and reference log-probs (the log-prob rows are not needed here)."""
+    from sisearch.optim.pairs import PairBatch
+
+    return PairBatch(None, torch.arange(len(records)), torch.tensor(ref_chosen), torch.tensor(ref_rejected))
+
+
+def test_dpo_nll_only_on_verified_correct_or_confident_chosen_sides():
+    def pair(correct, n_w, n_l):
+        return PreferencePair("p", "Q", "a", "b", chosen_visits=n_w, rejected_visits=n_l, chosen_correct=correct)
+
+    records = [pair(True, 1, 1), pair(False, 3, 1), pair(None, 4, 0)]
+    batch, like = pair_batch(records, [0.0] * 3, [0.0] * 3), torch.zeros(3)
+    correct = DPOOptimizer(DPOConfig(nll_on="correct", loss_type="conservative", use_visit_counts=True))
+    correct.records = records
+    assert correct.nll_weights(batch, like).tolist() == [1.0, 0.0, 0.0]  # unknown counts as not verified
+    confident = DPOOptimizer(DPOConfig(nll_on="confident", loss_type="conservative", use_visit_counts=True))
+    confident.records = records
+    # eps = min(1 - N_w / (N_w + N_l), 0.5): 0.5 (neutral: no NLL), 0.25 (half) and 0 (the full term)
+    assert confident.nll_weights(batch, like).tolist() == [0.0, 0.5, 1.0]
+    smoothed = DPOOptimizer(DPOConfig(nll_on="confident", loss_type="conservative", label_smoothing=0.5))
+    smoothed.records = records
+    assert smoothed.nll_weights(batch, like).tolist() == [0.0, 0.0, 0.0]
+    assert DPOOptimizer(DPOConfig()).nll_weights(batch, like).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="allowed: all, correct, confident"):
+        DPOConfig(nll_on="chosen")
+    with pytest.raises(ValueError, match="needs loss_type 'conservative'"):
+        DPOConfig(nll_on="confident")
+
+
+def test_ipo_works_on_length_averaged_log_ratios():
+    records = [PreferencePair("p", "Q", "a", "b")]
+    optimizer = DPOOptimizer(DPOConfig(loss_type="ipo", beta=0.5))
+    optimizer.records = records
+    batch = pair_batch(records, [-4.0], [-3.0])
+    # chosen -2 over 4 tokens (ref -4), rejected -6 over 2 tokens (ref -3): h = (-0.5 + 1) - (-3 + 1.5) = 2.0
+    out = optimizer.pair_loss(batch, torch.tensor([-2.0]), torch.tensor([-6.0]), torch.tensor([4]), torch.tensor([2]))
+    assert out.loss.item() == pytest.approx((2.0 - 1.0 / (2 * 0.5)) ** 2)  # (h - 1/(2 beta))^2 = 1; summed h = 5 gave 16

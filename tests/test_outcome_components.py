@@ -50,6 +50,14 @@ def test_outcome_pairs_need_both_a_correct_and_an_incorrect_solution():
     assert len(pairs) == 1
     assert (pairs[0].chosen, pairs[0].rejected) == ("1+1=2\nA:2", "1+1=3\nA:3")
     assert (pairs[0].chosen_value, pairs[0].rejected_value) == (1.0, 0.0)
+    assert (pairs[0].chosen_complete, pairs[0].rejected_complete, pairs[0].chosen_correct) == (True, True, True)
+
+
+def test_outcome_pairs_append_no_eos_after_a_truncated_solution():
+    cut = terminal("1+1=3\n1+1=3\n1+1", "", False)
+    cut.metadata["truncated"] = True  # the token budget ended it, not the model
+    (pair,) = OutcomePairs(OutcomePairsConfig()).build([tree_with(terminal("1+1=2\nA:2", "2", True), cut)], {}, 0)
+    assert pair.rejected == cut.state and pair.chosen_complete and not pair.rejected_complete
 
 
 def test_verifier_scores_and_strict_mode(arith_task):

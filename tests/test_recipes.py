@@ -51,3 +51,19 @@ def test_the_default_experiment_is_iterative_rpo_at_a_token_budget():
     assert (step_dpo.searcher.name, step_dpo.builder.name, step_dpo.searcher.rollouts) == ("best_first", "step_pairs", 1)
     beam = compose(["experiment=step_dpo", "searcher=beam"])  # the recipe's searcher settings stay behind
     assert beam.searcher.name == "beam" and "rollouts" not in beam.searcher
+
+
+def test_step_level_recipes_set_the_papers_options():
+    mcts_dpo = compose(["experiment=mcts_dpo"])
+    # every simulation ends in a checked answer; O from the verdict, C from a critic-only rewarder
+    assert mcts_dpo.searcher.complete_at_depth_limit and mcts_dpo.searcher.outcome == "verifier"
+    assert mcts_dpo.rewarder.name == "self_judge" and mcts_dpo.searcher.step_weight == 1.0
+    assert mcts_dpo.optimizer.nll_on == "correct"  # no SFT on chosen steps of near-neutral pairs
+    assert mcts_dpo.builder.require_correct and mcts_dpo.builder.min_q_gap == 0.0  # --filter, no gap threshold
+    for recipe in ("cpl_step_apo", "tpo"):  # ORM-only: no critic, so the outcome is not counted twice
+        cfg = compose([f"experiment={recipe}"])
+        assert (cfg.rewarder.name, cfg.searcher.step_weight, cfg.searcher.outcome) == ("orm", 0.0, "verifier")
+    cpl = compose(["experiment=cpl_step_apo"])
+    assert cpl.searcher.simulations >= 64 and cpl.searcher.backup == "mean"  # CPL: 100-200, AlphaMath's mean
+    assert not cpl.builder.extend_only_children  # a pair is one plan step
+    assert compose(["experiment=tpo"]).builder.score == "outcome"  # ranked by outcome, not visit-weighted Q

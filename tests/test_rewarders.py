@@ -103,6 +103,20 @@ def test_self_judge_per_step_batches_every_prefix_in_one_call(task):
     assert engine.calls == [("next_token_logprobs", 4)]
 
 
+def test_self_judge_hinted_by_the_gold_solution_reads_gold(task):
+    gold = Problem(id="g", question="Q:1+2-4=?", answer="9", solution="1+2=3\n3-4=9\nA:9")
+    template = "{reference}\n{prompt}{solution}"
+    prompt = "1+2=3\n3-4=9\nA:9\n" + PROMPT + "1+2=3\n"
+    engine = ScriptedEngine(next_token={prompt: [math.log(0.3), math.log(0.1)]})
+    hinted = SelfJudgeRewarder(SelfJudgeConfig(template=template, true_options=["1"], false_options=["W"]),
+                               task=task, engine=engine)
+    assert hinted.uses_gold  # training-time search only
+    assert hinted.score([ScoreItem(gold, PROMPT, Node(step="1+2=3\n", state="1+2=3\n"))]) == [pytest.approx(0.75)]
+    with pytest.raises(ValueError, match="needs a gold solution; problem p has none"):
+        hinted.score([item("1+2=3\n")])
+    assert not SelfJudgeRewarder(SelfJudgeConfig(), task=task, engine=engine).uses_gold
+
+
 def test_self_judge_rejects_options_that_are_not_one_token(task):
     with pytest.raises(ValueError, match="exactly one known token"):
         SelfJudgeRewarder(SelfJudgeConfig(true_options=["Yes"]), task=task, engine=ScriptedEngine())
@@ -135,6 +149,30 @@ def test_follow_up_is_positive_minus_negative_mean_normalised_loglik(task):
     assert engine.calls == [("logprobs", 10)]  # both items' five follow-ups in one call
 
 
+class MergingTokenizer:
+    """Longest match first over a tiny vocabulary in which "ab" is one token (a BPE merge)."""
+
+    bos_token = None
+    vocab = {"ab": 10, "a": 1, "b": 2, "x": 3, "\n": 4, "W": 5}
+
+    def __call__(self, text, add_special_tokens=False):
+        ids = []
+        while text:
+            piece = next(p for p in sorted(self.vocab, key=len, reverse=True) if text.startswith(p))
+            ids.append(self.vocab[piece])
+            text = text[len(piece):]
+        return SimpleNamespace(input_ids=ids)
+
+
+def test_follow_ups_are_tokenized_in_their_context():
+    from sisearch.optim.logprobs import encode_scored_pairs
+
+    pairs = encode_scored_pairs(MergingTokenizer(), ["xa", "x\n", "x", "xa"], ["b", "Wb", "ab", ""])
+    # "xa" + "b" reads as x, ab: the merged token straddles the boundary and is scored as the follow-up
+    # (on its own "b" would be token 2, a split the model never sees after "xa")
+    assert pairs == [([3], [10]), ([3, 4], [5, 2]), ([3], [10]), ([3, 1], [])]
+
+
 # -- prm (Monte-Carlo mode) ----------------------------------------------------------------------------------
 
 
@@ -153,6 +191,7 @@ def test_prm_mc_labels_each_prefix_by_rollouts_and_aggregates(task, label, aggre
     cfg = PRMConfig(mode="mc", rollouts=4, label=label, aggregate=aggregate)
     rewarder = PRMRewarder(cfg, task=task, engine=engine)
     assert rewarder.uses_gold
+    assert PRMConfig().aggregate == "last" and PRMConfig().label == "soft"  # soft labels read as values: the last
     # the finished answer line is checked directly: 1.0
     assert rewarder.score([item("1+2=3\n3-4=9\nA:9", terminal=True)]) == [pytest.approx(expected)]
     assert engine.calls == [("generate", 2)]

@@ -27,8 +27,8 @@ def test_puct_score():
 
 
 def test_node_value_combines_outcome_and_damped_step_score():
-    kw = dict(outcome_weight=1.0, step_weight=1.0, damp_after=3, inherit_on_zero=True)
-    # right answer at parent depth 5: O = +1, C' = 1 / max(5 - 3, 1) = 0.5
+    kw = dict(outcome="score", outcome_weight=1.0, step_weight=1.0, damp_after=3, inherit_on_zero=True)
+    # the old rule (O = 2s - 1): right answer at parent depth 5: O = +1, C' = 1 / max(5 - 3, 1) = 0.5
     at = dict(parent_value=0.25, parent_depth=5)
     assert puct.node_value(1.0, terminal=True, **at, **kw) == pytest.approx(1.5)
     assert puct.node_value(0.0, terminal=True, **at, **kw) == pytest.approx(-1.0)  # wrong: O = -1, C' = 0
@@ -37,15 +37,38 @@ def test_node_value_combines_outcome_and_damped_step_score():
     # unfinished, step weight 0.5, shallow (no damping yet): 0.5 * 0.8
     assert puct.node_value(
         0.8, terminal=False, parent_value=0.0, parent_depth=2,
-        outcome_weight=1.0, step_weight=0.5, damp_after=3, inherit_on_zero=True,
+        outcome="score", outcome_weight=1.0, step_weight=0.5, damp_after=3, inherit_on_zero=True,
     ) == pytest.approx(0.4)
     # outcome weight 2, step weight 0: 2 * (2 * 0.75 - 1)
     assert puct.node_value(
         0.75, terminal=True, parent_value=0.0, parent_depth=1,
-        outcome_weight=2.0, step_weight=0.0, damp_after=None, inherit_on_zero=True,
+        outcome="score", outcome_weight=2.0, step_weight=0.0, damp_after=None, inherit_on_zero=True,
     ) == pytest.approx(1.0)
     assert puct.damped_score(0.6, 10, None) == 0.6
     assert puct.damped_score(0.6, 7, 3) == pytest.approx(0.15)
+
+
+def test_outcome_comes_from_the_verdict_and_the_critic_from_the_score():
+    kw = dict(parent_value=0.0, parent_depth=1, outcome_weight=1.0, damp_after=3, inherit_on_zero=True)
+    # ORM-only recipe (no critic, step_weight 0): terminal values are exactly +1 and -1, not +2 and -1
+    assert puct.node_value(1.0, terminal=True, correct=True, step_weight=0.0, **kw) == 1.0
+    assert puct.node_value(0.0, terminal=True, correct=False, step_weight=0.0, **kw) == -1.0
+    # a composite score of a wrong answer (ORM 0 + 0.5 * P(True) 0.9 = 0.45) no longer looks like "unknown":
+    # O = -1 from the verdict, C = 0.45 from the score; the old rule gave O = 2 * 0.45 - 1 = -0.1
+    assert puct.node_value(0.45, terminal=True, correct=False, step_weight=1.0, **kw) == pytest.approx(-0.55)
+    assert puct.node_value(0.45, terminal=True, correct=False, step_weight=1.0, outcome="score", **kw) == (
+        pytest.approx(-0.1 + 0.45)
+    )
+    # critic only (self_judge 0.7) on a right answer: 1 + 0.7; an unfinished child gets the critic alone
+    assert puct.node_value(0.7, terminal=True, correct=True, step_weight=1.0, **kw) == pytest.approx(1.7)
+    assert puct.node_value(0.7, terminal=False, step_weight=1.0, **kw) == pytest.approx(0.7)
+    # without a critic an unfinished child carries no evidence: it inherits its parent's value
+    assert puct.node_value(0.7, terminal=False, step_weight=0.0, **{**kw, "parent_value": 0.3}) == 0.3
+    assert puct.outcome_term(0.2, True, "verifier") == 1.0 and puct.outcome_term(0.2, None, "score") == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="no verdict"):
+        puct.outcome_term(1.0, None, "verifier")
+    with pytest.raises(ValueError, match="allowed: verifier, score"):
+        puct.outcome_term(1.0, True, "both")
 
 
 def hand_tree():
@@ -94,6 +117,22 @@ def test_visit_weighted_backup_exact_numbers():
     assert a.q == pytest.approx(0.5 + 0.5 * 1.125)
 
 
+def test_mean_backup_averages_the_leaf_values_exact_numbers():
+    root, a, b, c, d = hand_tree()
+    puct.mean_backup([root, a, c])  # c's own value 2 into c, a and the root
+    assert (c.q, c.visits, a.q, a.visits, root.visits) == (2.0, 1, 2.0, 1, 1)
+    assert root.metadata["V"] == 2.0 and root.q == 0.0  # the root has no step: its Q is left alone
+    puct.mean_backup([root, b])  # b's -1: the root's mean is (2 - 1) / 2
+    assert (b.q, b.visits) == (-1.0, 1) and root.metadata["V"] == pytest.approx(0.5)
+    puct.mean_backup([root, a, d])  # d's 0.5: a averages (2 + 0.5) / 2, the root (2 - 1 + 0.5) / 3
+    assert (d.q, a.q, a.visits) == (0.5, pytest.approx(1.25), 2)
+    assert root.metadata["V"] == pytest.approx(0.5) and root.visits == 3
+    # the visit-weighted rule on the same first path gives a different a: (1 * 1.5 + 1 * 0) / 2 + r_a 0.5
+    root2, a2, _, c2, _ = hand_tree()
+    puct.backup([root2, a2, c2])
+    assert a2.q == pytest.approx(1.25) and c2.q == pytest.approx(1.5)
+
+
 def test_select_child_by_puct_on_hand_tree():
     root, a, b, c, d = hand_tree()
     for path in ([root, a, c], [root, b], [root, a, c]):
@@ -109,6 +148,15 @@ def test_select_child_by_puct_on_hand_tree():
     assert puct.select_child(root, c_puct=100.0, length_penalty=1.25, priors=[0.5, 0.5]) == 1
     with pytest.raises(ValueError, match="no children"):
         puct.select_child(c, c_puct=1.0, length_penalty=1.25)
+
+
+def test_first_selection_at_an_unvisited_node_uses_the_prior():
+    node = Node()
+    node.add_child(Node(q=0.5, prior_logprob=-10.0, num_tokens=1))  # p = e^-10
+    node.add_child(Node(q=0.4, prior_logprob=0.0, num_tokens=1))  # p = 1
+    # N = 0 counts as 1: a 0.5 + e^-10 against b 0.4 + 1 (with sqrt(0) it was argmax Q, a)
+    assert puct.select_child(node, c_puct=1.0, length_penalty=1.25) == 1
+    assert node.visits == 0  # the count itself is not changed
 
 
 def test_commitment_rule():

@@ -212,7 +212,7 @@ def test_mcts_scripted_run_exact_statistics():
     # a: unfinished, v = C' = 0.5 (no damping at depth 0); b: finished right, v = O + C' = 1 + 1 = 2
     assert (a.value, a.reward, a.q) == (0.5, 0.5, 0.5)
     assert b.value == 2.0 and b.reward == 2.0
-    # simulation 1: N_root = 0, so PUCT is argmax Q -> b; simulation 2: 0.5 + p_a vs 2 + p_b / 2 -> b again
+    # simulation 1: N_root = 0 counts as 1: 0.5 + p_a vs 2 + p_b -> b; simulation 2: 0.5 + p_a vs 2 + p_b / 2 -> b
     p_a = puct.step_prior(-0.2, 2, 1.25)
     p_b = puct.step_prior(-0.4, 4, 1.25)
     assert 2.0 + p_b / 2 > 0.5 + p_a
@@ -220,6 +220,46 @@ def test_mcts_scripted_run_exact_statistics():
     assert tree.root.visits == 2 and tree.root.metadata["V"] == pytest.approx((1 * 0.5 + 2 * 2.0) / 3)
     assert not a.children  # never selected, never expanded
     assert engine.calls == [(1, 2, 32, ["\n"])] and tree.answer == "2"
+
+
+def test_mcts_completes_at_the_depth_limit_and_backs_up_the_checked_outcome():
+    script = {"": ["1+1=3\n", "1+1=2\n"], "1+1=3\n": ["A:3" + EOS], "1+1=2\n": ["A:2" + EOS]}
+    cfg = MCTSConfig(simulations=3, commit=False, depth_limit=1, complete_at_depth_limit=True, step_weight=0.0)
+    tree, engine, _ = search(MCTS(cfg), script, {})
+    a, b = tree.root.children
+    whole = ArithTask(ArithConfig(train_size=10)).max_new_tokens
+    # one step expansion, then one whole completion at each depth-limit node; the third simulation selects b's
+    # existing completion again instead of sampling another
+    assert engine.calls == [(1, 2, 32, ["\n"]), (1, 1, whole, None), (1, 1, whole, None)]
+    (a_end,), (b_end,) = a.children, b.children
+    assert a_end.terminal and not a_end.verdict.correct and b_end.verdict.correct
+    # no critic: the unfinished steps inherit the root's 0; the completions carry O = -1 and +1
+    assert (a.value, a_end.value, b_end.value) == (0.0, -1.0, 1.0)
+    assert (a.q, a.visits) == (-1.0, 1) and (b.q, b.visits) == (1.0, 2) and b_end.visits == 2
+    assert tree.root.visits == 3 and tree.root.metadata["V"] == pytest.approx((1 * -1.0 + 2 * 1.0) / 3)
+
+
+def test_mcts_injects_the_rest_of_the_gold_solution_where_the_path_follows_it():
+    from sisearch.search.mcts import GOLD, gold_continuation
+
+    task = ArithTask(ArithConfig(train_size=10, test_size_per_difficulty=2))
+    problem = Problem(id="p0", question=QUESTION, answer="2", solution="1+1=2\nA:2")
+    engine = ScriptedEngine({"": ["1+1=3\n", "1+1=2\n"], "1+1=3\n": ["A:3" + EOS, "A:4" + EOS]})
+    # c_puct 10: the second simulation explores 1+1=3 (prior ~0.94, unvisited) over the visited gold child
+    cfg = MCTSConfig(simulations=2, commit=False, depth_limit=None, include_gt=True, step_weight=0.0, c_puct=10.0)
+    (tree,) = run_search(MCTS(cfg), [problem], SearchContext(task, engine, TableRewarder({}), 32, progress=False))
+    assert not any(engine.script.values())  # both expansions happened
+    wrong, right, gold = tree.root.children
+    # the root's expansion gets the whole gold solution as a third, finished child, worth O = +1
+    assert gold.metadata[GOLD] and gold.terminal and gold.verdict.correct and gold.step == "1+1=2\nA:2"
+    assert (gold.value, gold.token_ids, gold.num_tokens) == (1.0, [], 0)
+    # under 1+1=2 (on the gold path) the rest "A:2" would be injected; under 1+1=3 (off it) nothing is
+    assert not right.children and [c.step for c in wrong.children] == ["A:3", "A:4"]
+    (rest,) = gold_continuation(right, problem)  # on the gold path: the rest of it, once
+    assert (rest.step, rest.parent) == ("A:2", right) and gold_continuation(right, problem) == []
+    assert gold_continuation(wrong, problem) == [] and gold_continuation(gold, problem) == []
+    with pytest.raises(ValueError, match="include_gt needs gold solutions; problem p0 has none"):
+        search(MCTS(cfg), {}, {})
 
 
 def test_mcts_commits_move_by_move():
@@ -243,6 +283,8 @@ def test_mcts_commits_move_by_move():
         ({"name": "mcts", "force_after": -1}, "force_after must be at least 0 or null, got -1"),
         ({"name": "mcts", "dirichlet_fraction": 1.5}, "dirichlet_fraction must be in [0, 1] and dirichlet_alpha > 0"),
         ({"name": "mcts", "commit_temperature": -1}, "commit_temperature must be at least 0, got -1.0"),
+        ({"name": "mcts", "outcome": "orm"}, "unknown outcome 'orm'; allowed: verifier, score"),
+        ({"name": "mcts", "backup": "max"}, "unknown backup 'max'; allowed: visit_weighted, mean"),
         ({"name": "beam", "expansions": 0}, "expansions must be at least 1, got 0"),
         ({"name": "best_first", "rollouts": 0}, "rollouts must be at least 1, got 0"),
         ({"name": "iterative_deepening", "trigger": ""}, "trigger must not be empty"),

@@ -76,11 +76,17 @@ def committed_path(tree: Tree) -> list[Node]:
         node = nxt
 
 
+def ends_correct(node: Node) -> bool:
+    """Whether `node` ends a finished, not truncated solution that the task verified correct."""
+    return is_complete(node) and node.verdict is not None and node.verdict.correct
+
+
 def chosen_is_correct(tree: Tree) -> bool:
-    """Whether the committed trajectory (if it finished) or else the chosen solution is verified correct."""
+    """Whether the committed trajectory (if it finished) or else the chosen solution is verified correct and
+    was not cut by the token budget (MCTS-DPO's `check_available`)."""
     committed = committed_path(tree)
     end = committed[-1] if committed and committed[-1].terminal else tree.chosen
-    return end is not None and end.verdict is not None and end.verdict.correct
+    return end is not None and ends_correct(end)
 
 
 def split_common_prefix(a: Sequence[T], b: Sequence[T]) -> tuple[Sequence[T], Sequence[T], Sequence[T]]:

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 
 from sisearch.data.base import Builder
+from sisearch.data.branches import is_complete
 from sisearch.data.records import PreferencePair, SFTExample
 from sisearch.registry import register
 from sisearch.search.tree import Node, Tree
@@ -85,6 +86,9 @@ class OutcomePairs(Builder):
                     PreferencePair(
                         tree.problem_id, tree.prompt, chosen.state, rejected.state,
                         chosen_value=chosen.value, rejected_value=rejected.value,
+                        # a solution cut by the token budget did not end: no EOS is scored after it
+                        chosen_complete=is_complete(chosen), rejected_complete=is_complete(rejected),
+                        chosen_correct=is_complete(chosen),
                         prompt_ids=tree.prompt_ids if exact else None, chosen_ids=chosen_ids if exact else None,
                         rejected_ids=rejected_ids if exact else None,
                     )

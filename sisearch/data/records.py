@@ -46,6 +46,8 @@ class PreferencePair:
     # whether each continuation ends the solution (then EOS is part of what is scored)
     chosen_complete: bool = True
     rejected_complete: bool = True
+    # whether the chosen continuation ends in a verified-correct, untruncated solution (None: not known)
+    chosen_correct: bool | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     prompt_ids: list[int] | None = None  # None: the optimizer tokenizes the texts
     chosen_ids: list[int] | None = None

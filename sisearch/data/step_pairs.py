@@ -19,6 +19,7 @@ from sisearch.data.branches import (
     branching_nodes,
     check_node_set,
     chosen_is_correct,
+    ends_correct,
     split_common_prefix,
 )
 from sisearch.data.records import PreferencePair
@@ -60,6 +61,7 @@ def make_pair(
         rejected_visits=rejected.node.visits,
         chosen_complete=chosen.complete,
         rejected_complete=rejected.complete,
+        chosen_correct=ends_correct(chosen.last),
         metadata={"source": source, "depth": parent.depth, "q_gap": chosen_value - rejected_value},
         **ids,
     )

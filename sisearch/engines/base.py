@@ -73,7 +73,7 @@ class Engine(ABC):
 
     @abstractmethod
     def logprobs(self, contexts: list[str], continuations: list[str]) -> list[list[float]]:
-        """Per-token log-probs of each continuation (tokenized on its own) given its context."""
+        """Per-token log-probs of each continuation given its context (tokenized together: `encode_scored_pairs`)."""
 
     @abstractmethod
     def next_token_logprobs(self, prompts: list[str], token_ids: list[int]) -> list[list[float]]:

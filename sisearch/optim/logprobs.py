@@ -25,13 +25,27 @@ def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str, appen
 def encode_scored_pairs(
     tokenizer: PreTrainedTokenizerBase, contexts: list[str], continuations: list[str]
 ) -> list[tuple[list[int], list[int]]]:
-    """(context ids, continuation ids) for an engine's `logprobs`: each continuation tokenized on its own."""
+    """(context ids, continuation ids) for an engine's `logprobs`, each pair tokenized as one text.
+
+    Tokenizing a continuation on its own can split it differently from how it reads after its context (a BPE
+    merge across the boundary; FLR scores each follow-up inside the conversation). The cut is where the
+    context's own tokens stop matching the joint ones; a token that straddles the boundary goes to the
+    continuation, which keeps at least one token unless it is empty.
+    """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
-    return [
-        (encode_prompt(tokenizer, c), encode_completion(tokenizer, x, append_eos=False))
-        for c, x in zip(contexts, continuations)
-    ]
+    pairs = []
+    for context, continuation in zip(contexts, continuations):
+        alone = encode_prompt(tokenizer, context)
+        if not continuation:
+            pairs.append((alone, []))
+            continue
+        joint = encode_prompt(tokenizer, context + continuation)
+        k = 0
+        while k < min(len(alone), len(joint) - 1) and alone[k] == joint[k]:
+            k += 1
+        pairs.append((joint[:k], joint[k:]))
+    return pairs
 
 
 def prompt_tokens(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int] | None) -> list[int]:

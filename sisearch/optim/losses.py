@@ -37,6 +37,8 @@ __all__ = [
     "leave_one_out_advantages",
     "policy_gradient_loss",
     "length_normalised_nll",
+    "weighted_nll",
+    "confidence_weights",
 ]
 
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "conservative")
@@ -499,6 +501,25 @@ def length_normalised_nll(logps: torch.Tensor, counts: torch.Tensor) -> torch.Te
     `logps` (summed log-probs) and `counts` (token counts) are [B].
     """
     return -(logps / counts.clamp(min=1)).mean()
+
+
+def weighted_nll(logps: torch.Tensor, counts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`-mean(w * logps / counts)`: the length-normalised NLL with a weight per row, still divided by the batch
+    size, so a row with weight 0 only drops out (the mean is not renormalised over the rest).
+
+    `logps`, `counts` and `weights` are [B].
+    """
+    return -(weights.detach() * logps / counts.clamp(min=1)).mean()
+
+
+def confidence_weights(eps: torch.Tensor) -> torch.Tensor:
+    """`1 - 2*eps`: how far a cDPO pair with label noise `eps` is from neutral (eps = 0.5 gives 0).
+
+    SFT on the chosen side of a pair whose label is a coin flip would teach whatever it holds.
+    """
+    if (eps < 0).any() or (eps > 0.5).any():
+        raise ValueError("eps must be in [0, 0.5]")
+    return 1.0 - 2.0 * eps
 
 
 # ----------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class StepAPOOptimizer(Optimizer):
         self.cfg = cfg
         self.records: Sequence[PreferencePair] = ()
 
-    def pair_loss(self, batch: PairBatch, chosen: torch.Tensor, rejected: torch.Tensor) -> LossOutput:
+    def pair_loss(self, batch: PairBatch, chosen: torch.Tensor, rejected: torch.Tensor,
+                  chosen_len: torch.Tensor, rejected_len: torch.Tensor) -> LossOutput:
         picked = [self.records[i] for i in batch.indices.tolist()]
         return step_apo_loss(
             chosen, rejected, batch.ref_chosen.to(chosen), batch.ref_rejected.to(chosen),

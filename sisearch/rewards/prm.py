@@ -39,7 +39,7 @@ MC_LABELS = ("soft", "hard")
 class PRMConfig:
     name: str = "prm"
     mode: str = "trained"  # trained (a step-classifier head) | mc (Monte-Carlo labels: reads the gold answer)
-    aggregate: str = "min"  # min | prod | last | mean (min suits hard labels, last value-like soft ones)
+    aggregate: str = "last"  # min | prod | last | mean (last suits the default soft, value-like labels; min hard ones)
     # mc: completions per step prefix, their temperature, and which Math-Shepherd label scores the step
     rollouts: int = 8
     temperature: float = 1.0

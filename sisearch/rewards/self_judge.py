@@ -6,11 +6,14 @@ and "no" option tokens are read in one batched call. Each option may have severa
 two options: `σ(logsumexp(yes) − logsumexp(no))`. Every form must be a single token of the policy's vocabulary.
 
 With `per_step: true` the judge is asked after every step prefix of the node and the answers are aggregated
-(min | prod | last | mean), all prefixes of all items in one call. Reads no gold answer.
+(min | prod | last | mean), all prefixes of all items in one call. Reads no gold answer, unless the template
+has a `{reference}` field: then it is MCTS-DPO's hinted critic (HINTED_EVAL_PROMPT, research/algorithms.md §1.1),
+shown the gold solution, so `uses_gold` is true and it belongs to training-time search only.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 
 from sisearch.checks import require_choice
@@ -20,13 +23,15 @@ from sisearch.rewards.scoring import AGGREGATION_MODES, aggregate_step_scores, p
 from sisearch.tasks.base import Task
 
 OUTPUTS = ("p_true", "logit")
-TEMPLATE_FIELDS = ("question", "prompt", "solution", "answer")
+TEMPLATE_FIELDS = ("question", "prompt", "solution", "answer", "reference")
+GOLD_FIELDS = ("reference",)  # fields that read the gold solution
 
 
 @dataclass
 class SelfJudgeConfig:
     name: str = "self_judge"
     # the judging prompt; fields: {question} {prompt} {solution} {answer} (the node's parsed answer, or "")
+    # {reference} (the gold solution: a hinted critic, which then reads gold and is for training only)
     template: str = "{prompt}{solution}"
     # appended to the solution when it does not already end with it (so the judge reads a finished line)
     solution_suffix: str = "\n"
@@ -47,6 +52,10 @@ class SelfJudgeConfig:
         for option, forms in (("true_options", self.true_options), ("false_options", self.false_options)):
             if not forms:
                 raise ValueError(f"option '{option}' needs at least one surface form")
+
+
+def template_fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
 
 
 def option_token_ids(tokenizer, forms: list[str], option: str) -> list[int]:
@@ -71,6 +80,7 @@ class SelfJudgeRewarder(Rewarder):
         if engine is None:
             raise ValueError("rewarder 'self_judge' needs the policy's engine")
         self.cfg, self.task, self.engine = cfg, task, engine
+        self.uses_gold = bool(template_fields(cfg.template) & set(GOLD_FIELDS))
         tokenizer = engine.policy.tokenizer
         self.yes_ids = option_token_ids(tokenizer, cfg.true_options, "true_options")
         self.no_ids = option_token_ids(tokenizer, cfg.false_options, "false_options")
@@ -82,8 +92,17 @@ class SelfJudgeRewarder(Rewarder):
         if solution and self.cfg.solution_suffix and not solution.endswith(self.cfg.solution_suffix):
             solution = solution + self.cfg.solution_suffix
         answer = self.task.check(item.problem, item.node.state).answer if item.node.state else None
+        reference = ""
+        if self.uses_gold:
+            if item.problem.solution is None:
+                raise ValueError(
+                    f"rewarder 'self_judge': the template's {{reference}} needs a gold solution; problem "
+                    f"{item.problem.id} has none (tasks with solutions: arith, gsm8k, math)"
+                )
+            reference = item.problem.solution
         return self.cfg.template.format(
-            question=item.problem.question, prompt=item.prompt, solution=solution, answer=answer or ""
+            question=item.problem.question, prompt=item.prompt, solution=solution, answer=answer or "",
+            reference=reference,
         )
 
     def judge(self, option_logps: list[float]) -> float:

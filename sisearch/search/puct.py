@@ -45,12 +45,15 @@ def select_child(node: Node, *, c_puct: float, length_penalty: float, priors: li
     """Index of the child with the highest PUCT score (the first of equals).
 
     `priors` overrides the step priors (root noise); by default each child's own length-penalised prior.
+    A node not yet visited (the root before its first backup, a leaf just expanded) counts as visited once:
+    with `sqrt(0)` the prior would vanish and the first choice would be argmax Q alone.
     """
     if not node.children:
         raise ValueError("select_child: the node has no children to select from")
     if priors is None:
         priors = [step_prior(c.prior_logprob, c.num_tokens, length_penalty) for c in node.children]
-    scores = [puct_score(c.q, p, node.visits, c.visits, c_puct) for c, p in zip(node.children, priors)]
+    parent_visits = max(node.visits, 1)
+    scores = [puct_score(c.q, p, parent_visits, c.visits, c_puct) for c, p in zip(node.children, priors)]
     return max(range(len(scores)), key=lambda i: scores[i])
 
 
@@ -64,30 +67,51 @@ def damped_score(score: float, parent_depth: int, damp_after: int | None) -> flo
     return score / max(parent_depth - damp_after, 1)
 
 
+OUTCOME_RULES = ("verifier", "score")
+
+
+def outcome_term(score: float, correct: bool | None, rule: str) -> float:
+    """The outcome `O` of a finished solution.
+
+    `verifier` (the spec): +1 if the task's checker found it right, else -1, from the verdict alone.
+    `score` (the earlier rule, kept to reproduce old runs): `O = 2s - 1` from the rewarder's score `s`.
+    """
+    if rule == "verifier":
+        if correct is None:
+            raise ValueError("outcome 'verifier': a finished node has no verdict")
+        return 1.0 if correct else -1.0
+    if rule == "score":
+        return 2.0 * score - 1.0
+    raise ValueError(f"unknown outcome rule {rule!r}; allowed: {', '.join(OUTCOME_RULES)}")
+
+
 def node_value(
     score: float,
     *,
     terminal: bool,
+    correct: bool | None = None,
     parent_value: float,
     parent_depth: int,
+    outcome: str = "verifier",
     outcome_weight: float,
     step_weight: float,
     damp_after: int | None,
     inherit_on_zero: bool,
 ) -> float:
-    """A new child's value `v = outcome_weight * O + step_weight * C'` (the MCTS-DPO combination).
+    """A new child's value `v = outcome_weight * O + C'` (the MCTS-DPO combination).
 
-    The rewarder's score `s` of the child supplies both parts: the outcome `O = 2s - 1` of a finished
-    solution (+1 right, -1 wrong for a 0/1 score; 0 for an unfinished one) and the step score `C = s`,
-    depth-damped to `C'`. As in MCTS-DPO, an unfinished child whose damped step score is exactly 0 (no
+    `O` is the outcome of a finished solution (`outcome_term`: from the verdict `correct`, or from the score
+    under the old rule; 0 for an unfinished one). `C' = step_weight * C` damped by depth is the critic's part,
+    with `C` the rewarder's score; a recipe without a critic sets `step_weight: 0`, so an ORM-only rewarder
+    does not count the outcome twice. As in MCTS-DPO, an unfinished child whose `C'` is exactly 0 (no
     evidence) inherits its parent's value when `inherit_on_zero` is set.
     """
-    step = damped_score(score, parent_depth, damp_after)
+    critic = step_weight * damped_score(score, parent_depth, damp_after)
     if not terminal:
-        if step == 0.0 and inherit_on_zero:
+        if critic == 0.0 and inherit_on_zero:
             return parent_value
-        return step_weight * step
-    return outcome_weight * (2.0 * score - 1.0) + step_weight * step
+        return critic
+    return outcome_weight * outcome_term(score, correct, outcome) + critic
 
 
 def init_child_stats(child: Node, value: float) -> None:
@@ -123,6 +147,26 @@ def backup(path: list[Node], gamma: float = 1.0) -> None:
         node.visits += 1
         if node.parent is not None:
             node.q = node.reward + gamma * node.metadata[V_KEY]
+
+
+BACKUP_RULES = ("visit_weighted", "mean")
+
+
+def mean_backup(path: list[Node]) -> None:
+    """AlphaMath / CPL's backup: the leaf's own value `v` is averaged into every node on `path`.
+
+    Each node: `N += 1`, `V += (v - V) / N` (the running mean of the values backed up through it), and
+    `Q = V` for a node with a step (the tree's root keeps its Q).
+    """
+    if not path:
+        raise ValueError("backup: empty path")
+    value = path[-1].value
+    for node in path:
+        node.visits += 1
+        mean = node.metadata.get(V_KEY, 0.0)
+        node.metadata[V_KEY] = mean + (value - mean) / node.visits
+        if node.parent is not None:
+            node.q = node.metadata[V_KEY]
 
 
 def visit_spread(node: Node) -> int:
