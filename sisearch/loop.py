@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
             settings = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and loop_cfg.progress)
             with training_session(settings, tracker.steps):
                 parts = build_components(typed, loop_cfg, run_dir, rows, world)
-                loop = Loop(loop_cfg, trainer_cfg, parts, run_dir, world)
+                loop = Loop(loop_cfg, settings, parts, run_dir, world)
                 if rows and world.is_main:  # a kill between metrics.json and metrics.jsonl left it one row short
                     write_metrics(run_dir, rows)
                 for t in range(len(rows), loop_cfg.iterations + 1):
@@ -176,7 +176,7 @@ class Loop:
     def __init__(self, cfg: LoopConfig, trainer_cfg: TrainerConfig, parts: Components, run_dir: Path,
                  world: World = World()):
         self.cfg, self.parts, self.run_dir, self.world = cfg, parts, run_dir, world
-        self.trainer_cfg = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and cfg.progress)
+        self.trainer_cfg = trainer_cfg  # the run's settings, progress bar already folded in by `run`
         self.train_pool = parts.task.problems("train")
         self.problems_by_id = {p.id: p for p in self.train_pool}
         self.search_ctx = SearchContext(parts.task, parts.engine, parts.rewarder, cfg.step_max_new_tokens, cfg.progress)
