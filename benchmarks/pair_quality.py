@@ -4,7 +4,9 @@ judged by the task's exact step truth (`check_steps`, arith).
     python benchmarks/pair_quality.py [override ...] [--recipes mcts_dpo cpl_step_apo step_dpo] [--seed 0]
 
 For each recipe: pairs per 1k generated tokens, and the share of pairs whose chosen step is right and rejected
-step wrong (good), the reverse (reversed), both wrong, both right. A pair's step is the first line where chosen
+step wrong (good), the reverse (reversed), both wrong, both right. A TPO ranked list counts as the pairs its
+ranking implies (each higher-scored response against each lower-scored one). With `--train`, the base model
+is then trained on the iteration's records and its held-out greedy accuracy is reported (`benchmarks/fix_ablation.py`). A pair's step is the first line where chosen
 and rejected differ, judged by `check_steps` on the prefix plus that line: "right" means the solution is still
 on a path to the right answer after it, so below an earlier slip in the prefix both sides count as wrong. Nothing is trained; the iteration-1
 problems, seeds and token budget are the loop's own, so the numbers match `sisearch experiment=X iterations=1`.
@@ -15,17 +17,19 @@ Extra `key=value` arguments (before `--recipes`) are Hydra overrides for every r
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-STEP_RECIPES = ("mcts_dpo", "cpl_step_apo", "step_dpo")
+STEP_RECIPES = ("mcts_dpo", "cpl_step_apo", "tpo", "step_dpo")
 KINDS = ("good", "reversed", "both_wrong", "both_right", "unjudged")
 
 
@@ -51,6 +55,29 @@ def pair_kind(chosen_ok: bool | None, rejected_ok: bool | None) -> str:
     return "both_right" if chosen_ok else "both_wrong"
 
 
+@dataclass(frozen=True)
+class ImpliedPair:
+    problem_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def as_pairs(records) -> list:
+    """Preference pairs as they are; a ranked list as every (higher-scored, lower-scored) pair of its responses."""
+    pairs = []
+    for record in records:
+        if not hasattr(record, "responses"):
+            pairs.append(record)
+            continue
+        texts = ["".join(steps) for steps in record.responses]
+        for i, j in itertools.combinations(range(len(texts)), 2):
+            if record.scores[i] != record.scores[j]:
+                high, low = (i, j) if record.scores[i] > record.scores[j] else (j, i)
+                pairs.append(ImpliedPair(record.problem_id, record.prompt, texts[high], texts[low]))
+    return pairs
+
+
 def judge_pairs(task, problems_by_id: dict, prompts_by_id: dict, pairs) -> dict[str, int]:
     counts = dict.fromkeys(KINDS, 0)
     for pair in pairs:
@@ -61,7 +88,8 @@ def judge_pairs(task, problems_by_id: dict, prompts_by_id: dict, pairs) -> dict[
     return counts
 
 
-def measure(recipe: str, seed: int, overrides: list[str]) -> dict[str, float]:
+def measure(recipe: str, seed: int, overrides: list[str], train: bool = False) -> dict[str, float]:
+    """One iteration's search and build (and, with `train`, its training and held-out evaluation)."""
     from hydra import compose, initialize_config_dir
 
     from sisearch.loop import Loop, build_components
@@ -80,12 +108,14 @@ def measure(recipe: str, seed: int, overrides: list[str]) -> dict[str, float]:
         start = time.time()
         trees, metrics = loop.search(1, loop.draw_problems(1), directory)
         records, _ = loop.build(1, trees, directory)
+        trained = {**loop.train(1, records), **loop.evaluate(1)} if train else {}
     tokens = sum(t.cost.generated_tokens for t in trees)
     prompts = {t.problem_id: t.prompt for t in trees}
-    counts = judge_pairs(parts.task, loop.problems_by_id, prompts, records)
+    pairs = as_pairs(records)
+    counts = judge_pairs(parts.task, loop.problems_by_id, prompts, pairs)
     judged = max(1, sum(counts[k] for k in KINDS if k != "unjudged"))
     return {
-        "pairs": len(records), "tokens": tokens, "pairs_per_1k": 1000 * len(records) / max(tokens, 1),
+        "pairs": len(pairs), "records": len(records), "problems": len(trees), **trained, "tokens": tokens, "pairs_per_1k": 1000 * len(pairs) / max(tokens, 1),
         **{k: counts[k] for k in KINDS}, **{f"{k}_share": counts[k] / judged for k in KINDS[:4]},
         "seconds": time.time() - start,
     }
