@@ -1,22 +1,27 @@
 """Held-out greedy accuracy per difficulty after T iterations of each recipe and of RFT, at equal token budgets.
 
-    python benchmarks/recipes_compare.py [--iterations 3] [--budget 60000] [--test-size 100] [--recipes ...]
+    python benchmarks/recipes_compare.py [--iterations 3] [--budget 60000] [--seeds 0 1 2] [--steps N] [--jobs 2]
 
 Every run uses the default tiny model (sisearch/conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
 arith task and the same seed. Each iteration may generate `--budget` tokens: the search takes training
 problems in the same order for every recipe until its share is spent (`search_token_budget`); `score`
 also samples on-policy while training, so its search gets what its training leaves of the budget
 (measured in a first pass, see `score_split`). The table reports what each recipe actually spent.
-Rows are printed as one table at the end; each run's metrics also stay in its run directory.
+`--steps N` trains every recipe for exactly N optimizer steps per iteration (cycling through its records), so
+recipes that build many records do not also train longer. Over several `--seeds`, a row gives the mean per
+difficulty and the overall mean ± standard deviation. Rows are printed as one table at the end; each run's
+metrics also stay in its run directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -85,6 +90,7 @@ def run_recipe(name: str, common: list[str], out: Path, extra: list[str] = ()) -
         "train_tokens": trained,
         "problems": [r.get("search/problems", 0.0) for r in rows[1:]],
         "records": [r.get("data/records", 0.0) for r in rows[1:]],
+        "steps": [r.get("train/steps", 0.0) for r in rows[1:]],
         "seconds": time.time() - start,
     }
 
@@ -101,19 +107,63 @@ def score_split(common: list[str], out: Path, budget: int) -> list[str]:
     return [f"search_token_budget={search}"]
 
 
+def equal_steps(steps: int | None) -> list[str]:
+    """Overrides that make every iteration's training exactly `steps` optimizer steps (none: the recipe's epochs).
+
+    The epochs are set so high that the step cap always binds; Lightning then cycles through the records."""
+    return [] if steps is None else [f"optimizer.max_steps={steps}", "optimizer.epochs=100000"]
+
+
+def run_job(name: str, seed: int, common: list[str], out: Path, budget: int, threads: int | None) -> dict:
+    """One recipe at one seed (a worker process's job when `--jobs` > 1)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    print(f"[recipes_compare] running {name}, seed {seed} ...", file=sys.stderr, flush=True)
+    common = common + [f"seed={seed}"]
+    out = out / f"seed{seed}"
+    extra = score_split(common, out, budget) if name == "score" else [f"search_token_budget={budget}"]
+    result = run_recipe(name, common, out, extra)
+    result["seed"] = seed
+    print(f"[recipes_compare] {name}, seed {seed}: {result['last']['eval/greedy/overall']:.3f} "
+          f"in {result['seconds']:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def spread(values: list[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    m = mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
 def print_table(results: list[dict], iterations: int) -> None:
+    """One row per recipe: per-difficulty accuracy (mean over seeds), overall mean ± standard deviation and by
+    seed, and what an iteration spent (means over iterations and seeds)."""
     keys = sorted(k for k in results[0]["last"] if k.startswith("eval/greedy/") and k != "eval/greedy/overall")
     keys.append("eval/greedy/overall")
-    head = ["recipe"] + [k.split("/")[-1] for k in keys] + ["search tok.", "train tok.", "problems/iter", "seconds"]
+    seeds = sorted({r["seed"] for r in results})
+    head = (["recipe"] + [k.split("/")[-1] for k in keys[:-1]] + ["overall (mean ± sd)", "by seed"]
+            + ["tokens/iter", "problems/iter", "records/iter", "steps/iter", "seconds/run"])
     lines = [head]
-    base = results[0]["base"]
-    lines.append(["base (iter 0)"] + [f"{base[k]:.2f}" for k in keys] + ["-", "-", "-", "-"])
-    for r in results:
+    base = [r["base"] for r in results if r["seed"] == seeds[0]][0]
+    lines.append(["base (iter 0)"] + [f"{base[k]:.2f}" for k in keys] + ["-"] * 6)
+    for name in dict.fromkeys(r["recipe"] for r in results):
+        runs = sorted((r for r in results if r["recipe"] == name), key=lambda r: r["seed"])
+        overall = [r["last"]["eval/greedy/overall"] for r in runs]
+        per_iter = lambda key: mean([x for r in runs for x in r[key]])  # noqa: E731
         lines.append(
-            [f"{r['recipe']} (iter {iterations})"]
-            + [f"{r['last'][k]:.2f}" for k in keys]
-            + [f"{r['search_tokens']:.0f}", f"{r['train_tokens']:.0f}", "/".join(f"{x:.0f}" for x in r["problems"]),
-               f"{r['seconds']:.0f}"]
+            [f"{name} (iter {iterations})"]
+            + [f"{mean([r['last'][k] for r in runs]):.2f}" for k in keys[:-1]]
+            + [f"{mean(overall):.2f} ± {spread(overall):.2f}", " / ".join(f"{x:.2f}" for x in overall)]
+            + [f"{mean([r['tokens'] for r in runs]) / iterations:.0f}", f"{per_iter('problems'):.0f}",
+               f"{per_iter('records'):.0f}", f"{per_iter('steps'):.0f}", f"{mean([r['seconds'] for r in runs]):.0f}"]
         )
     print_rows(lines)
 
@@ -131,10 +181,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--budget", type=int, default=60000, help="generated tokens per iteration (search + training)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps per iteration for every recipe (default: each recipe's own epochs)")
     parser.add_argument("--max-problems", type=int, default=2048, help="training problems an iteration may search")
     parser.add_argument("--test-size", type=int, default=100, help="held-out problems per difficulty")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process on one thread")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes_compare")
     parser.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the cached tiny model")
     parser.add_argument("--model", choices=("default", "test"), default="default",
@@ -152,19 +205,27 @@ def main() -> None:
     common = model_overrides + [
         "logger=none", "progress=false", "trainer.progress_bar=false", "save_checkpoints=false",
         f"iterations={args.iterations}", f"problems_per_iteration={args.max_problems}",
-        f"task.test_size_per_difficulty={args.test_size}", f"seed={args.seed}",
+        f"task.test_size_per_difficulty={args.test_size}", *equal_steps(args.steps),
     ]
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
+    jobs = [(name, seed) for seed in args.seeds for name in args.recipes]
+    threads = 1 if args.jobs > 1 else None
     results = []
-    for name in args.recipes:
-        print(f"[recipes_compare] running {name} ...", file=sys.stderr, flush=True)
-        budget = [f"search_token_budget={args.budget}"]
-        if name == "score":
-            budget = score_split(common, out, args.budget)
-        results.append(run_recipe(name, common, out, budget))
-        (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    if args.jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_job, n, s, common, out, args.budget, threads) for n, s in jobs]
+            for future in futures:
+                results.append(future.result())
+                (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    else:
+        for name, seed in jobs:
+            results.append(run_job(name, seed, common, out, args.budget, threads))
+            (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    training = f"{args.steps} optimizer steps per iteration" if args.steps else "each recipe's own epochs"
     print(f"\nheld-out greedy accuracy after {args.iterations} iterations ({args.model} tiny model); {args.budget} "
-          f"generated tokens per iteration, {args.test_size} test problems per difficulty, seed {args.seed}")
+          f"generated tokens per iteration; {training}; {args.test_size} test problems per difficulty; "
+          f"seeds {' '.join(map(str, args.seeds))}")
     print_table(results, args.iterations)
     print(f"\nrun directories: {out}")
 

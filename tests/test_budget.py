@@ -31,14 +31,19 @@ def fake_search(tokens_per_problem: int, calls: list[int]):
 def test_search_stops_when_the_budget_is_spent():
     problems = [Problem(id=f"p{i}", question=f"q{i}", answer="0") for i in range(100)]
     calls: list[int] = []
-    # 30 tokens a problem, budget 400: a first chunk of 8 (240), then ceil(160/30) = 6 more (420 >= 400)
+    # 30 tokens a problem, budget 400: one problem to measure the rate (30), a whole chunk of 8 (270), then
+    # ceil(130/30) = 5 more (420 >= 400)
     trees = search_with_budget(fake_search(30, calls), problems, budget=400, chunk=8)
-    assert calls == [8, 6]
+    assert calls == [1, 8, 5]
     assert [t.problem_id for t in trees] == [f"p{i}" for i in range(14)]
     calls.clear()
     # a budget larger than all problems cost searches them all, chunk by chunk
     assert len(search_with_budget(fake_search(30, calls), problems[:20], budget=10_000, chunk=8)) == 20
-    assert calls == [8, 8, 4]
+    assert calls == [1, 8, 8, 3]
+    calls.clear()
+    # expensive problems: the rate is measured on one problem, so a budget below a chunk's cost is not overshot
+    assert len(search_with_budget(fake_search(1000, calls), problems, budget=2500, chunk=64)) == 3
+    assert calls == [1, 2]
     calls.clear()
     assert len(search_with_budget(fake_search(30, calls), problems[:20], budget=None, chunk=8)) == 20
     assert calls == [20]  # no budget: one batched search over every problem

@@ -2,9 +2,10 @@
 
 Recipes spend very different numbers of tokens per problem (best-of-8 about 240 on arith, move-by-move
 MCTS about 80), so comparing them at equal `problems_per_iteration` is unfair. With a token budget, each
-iteration searches problems in order until the budget is spent: after the first chunk, each next chunk
-holds as many problems as the remaining budget buys at the rate seen so far (at most `chunk`), so the
-iteration overshoots by at most about one problem's worth of tokens.
+iteration searches problems in order until the budget is spent. The first chunk is a single problem, to
+measure the rate: a whole first chunk could cost more than the budget (64 GSM8K problems at best-of-8 are
+~130k tokens). Each next chunk holds as many problems as the remaining budget buys at the rate seen so far
+(at most `chunk`), so the iteration overshoots by about one problem's worth of tokens.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def search_with_budget(
     spent = 0
     with progress_task("search (generated tokens)", total=budget, enabled=progress, info="0 problems") as bar:
         while len(trees) < len(problems) and spent < budget:
-            size = chunk if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
+            size = 1 if not trees else next_chunk_size(budget - spent, spent / len(trees), chunk)
             batch = search(problems[len(trees) : len(trees) + size])
             trees += batch
             spent += sum(t.cost.generated_tokens for t in batch)
