@@ -27,7 +27,7 @@ class LoopConfig:
     iterations: int = 3
     problems_per_iteration: int = 1024  # at most this many problems an iteration
     # generated tokens one iteration's search may spend (None: search all problems_per_iteration problems);
-    # problems are then searched `search_chunk` at a time, in order, until the budget is spent
+    # problems are then searched in order, one and then at most `search_chunk` at a time, until it is spent
     search_token_budget: int | None = 60000
     search_chunk: int = 64
     step_max_new_tokens: int = 32  # token budget of one step when a searcher expands step by step
