@@ -192,3 +192,15 @@ def test_each_sampled_token_belongs_to_the_step_its_text_starts_in(bpe_policy):
     assert step_of_each_token(tokenizer, ids, steps) == [0 if s < 6 else 1 if s < 12 else 2 for s in starts]
     assert step_of_each_token(tokenizer, ids, ["7+5=2\n", "", "2-9=3\nA:3"]) == [0 if s < 6 else 1 for s in starts]
     assert step_of_each_token(tokenizer, ids, ["something else"]) is None  # then the text is tokenized
+
+
+def test_step_of_each_token_on_a_long_response_matches_decoding_every_prefix(bpe_policy):
+    from sisearch.optim.tpo import step_of_each_token
+
+    tokenizer = bpe_policy.tokenizer
+    steps = [f"{i}+{i}={2 * i}\n" for i in range(1, 25)] + ["A:48"]
+    ids = tokenizer("".join(steps), add_special_tokens=False).input_ids
+    ends = [sum(len(s) for s in steps[: j + 1]) for j in range(len(steps))]
+    starts = [len(tokenizer.decode(ids[:k])) for k in range(len(ids))]
+    expected = [min(sum(end <= start for end in ends), len(steps) - 1) for start in starts]
+    assert step_of_each_token(tokenizer, ids, steps) == expected

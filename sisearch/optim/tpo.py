@@ -10,7 +10,7 @@ Log-probs use the shared shifted gather (`logprobs.token_logps`), not the releas
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
@@ -97,11 +97,14 @@ def step_of_each_token(tokenizer, ids: list[int], steps: list[str]) -> list[int]
     ends = list(accumulate(len(s) for s in steps if s))
     if tokenizer.decode(ids) != "".join(steps):
         return None
-    index, start = [], 0
-    for k in range(len(ids)):
-        index.append(min(bisect_right(ends, start), len(ends) - 1))
-        start = len(tokenizer.decode(ids[: k + 1]))  # a token that straddles a step boundary stays in the first
-    return index
+
+    def start(k: int) -> int:  # where token k's text starts: the length of the text before it
+        return len(tokenizer.decode(ids[:k])) if k else 0
+
+    # The first token starting at or after each step boundary, by bisection over the (non-decreasing) starts:
+    # a few decodes per step, not one per token. A token that straddles a boundary stays in the earlier step.
+    firsts = [bisect_left(range(len(ids)), end, key=start) for end in ends[:-1]]
+    return [bisect_right(firsts, k) for k in range(len(ids))]
 
 
 def encode_response_text(tokenizer, steps: list[str], complete: bool) -> EncodedResponse:
