@@ -46,7 +46,7 @@ from sisearch.search.tree import Tree
 from sisearch.tasks.base import Problem
 from sisearch.third_party_warnings import third_party_warnings_to
 from sisearch.threads import set_threads
-from sisearch.tracking.tracker import start_tracking
+from sisearch.tracking.tracker import Tracker, start_tracking
 
 log = logging.getLogger("sisearch")
 
@@ -101,24 +101,30 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
             # every Trainer of the run (optimizers, reward heads, the tiny model's own) takes these settings
             settings = replace(trainer_cfg, progress_bar=trainer_cfg.progress_bar and loop_cfg.progress)
             with training_session(settings, tracker.steps):
-                parts = build_components(typed, loop_cfg, run_dir, rows, world)
-                loop = Loop(loop_cfg, settings, parts, run_dir, world)
-                if rows and world.is_main:  # a kill between metrics.json and metrics.jsonl left it one row short
-                    write_metrics(run_dir, rows)
-                for t in range(len(rows), loop_cfg.iterations + 1):
-                    with stage(f"iteration {t}"):
-                        row = loop.run_iteration(t) if t else {"iteration": 0, **loop.evaluate(0)}
-                    finish_iteration(run_dir, rows, tracker.stamp(row), write=world.is_main)
-                    tracker.log_iteration(run_dir, rows[-1])
-                    barrier(world)  # the other ranks wait for rank 0's files of the iteration
-                    if world.is_main:
-                        report_iteration(rows)
+                loop = Loop(loop_cfg, settings, build_components(typed, loop_cfg, run_dir, rows, world), run_dir, world)
+                run_iterations(loop, rows, tracker)
             status = "success"
         finally:
             tracker.finish(status)
     if world.is_main:
         print_summary(rows)
     return rows
+
+
+def run_iterations(loop: "Loop", rows: list[dict[str, Any]], tracker: Tracker) -> None:
+    """Iterations len(rows)..T (0: the base model's evaluation), each row written, tracked and reported as it
+    finishes, so a stopped run resumes after its last finished iteration."""
+    world, run_dir = loop.world, loop.run_dir
+    if rows and world.is_main:  # a kill between metrics.json and metrics.jsonl left it one row short
+        write_metrics(run_dir, rows)
+    for t in range(len(rows), loop.cfg.iterations + 1):
+        with stage(f"iteration {t}"):
+            row = loop.run_iteration(t) if t else {"iteration": 0, **loop.evaluate(0)}
+        finish_iteration(run_dir, rows, tracker.stamp(row), write=world.is_main)
+        tracker.log_iteration(run_dir, rows[-1])
+        barrier(world)  # the other ranks wait for rank 0's files of the iteration
+        if world.is_main:
+            report_iteration(rows)
 
 
 def build_components(
