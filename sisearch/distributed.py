@@ -28,6 +28,7 @@ from sisearch.search.tree import Tree
 log = logging.getLogger("sisearch")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,21 @@ def gather(value: T, world: World) -> list[T]:
     gathered: list[Any] = [None] * world.size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def spread_work(count: int, compute: Callable[[list[int]], list[R]]) -> list[R]:
+    """`compute(indices)` over 0..count-1, split across the ranks of the process group (rank r takes indices
+    r, r + size, ...) and gathered in index order on every rank: work every rank needs, done once. Without a
+    process group, one call over all indices."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return compute(list(range(count)))
+    rank, size = dist.get_rank(), dist.get_world_size()
+    parts: list[Any] = [None] * size
+    dist.all_gather_object(parts, compute(list(range(rank, count, size))))
+    results: list[Any] = [None] * count
+    for r, part in enumerate(parts):
+        results[r::size] = part
+    return results
 
 
 def gather_in_order(mine: list[T], world: World, order: Sequence[str], key: Callable[[T], str]) -> list[T]:

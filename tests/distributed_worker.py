@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from sisearch.data.records import PreferencePair, SFTExample
-from sisearch.distributed import World, check_same, gather_in_order, init_world, main_first, mean_over_ranks, on_main
+from sisearch.distributed import (
+    World, check_same, gather_in_order, init_world, main_first, mean_over_ranks, on_main, spread_work,
+)
 from sisearch.models.policy import load_policy
 from sisearch.optim.common import TrainerConfig
 from sisearch.optim.dpo import DPOConfig, DPOOptimizer
@@ -64,6 +66,8 @@ def collectives(world: World) -> dict:
     except ValueError as err:
         seen["main_error"] = str(err)
     seen["main_first"] = main_first(world, lambda: world.rank)
+    # each rank computes its share (index, rank) and every rank gets all five in index order
+    seen["spread"] = spread_work(5, lambda indices: [[i, world.rank] for i in indices])
     return seen
 
 

@@ -18,7 +18,7 @@ import torch
 from conftest import REPO, SMALL_RUN, compose
 
 from sisearch import registry
-from sisearch.distributed import World, shard, shard_of, split_budget, world_from_env
+from sisearch.distributed import World, shard, shard_of, split_budget, spread_work, world_from_env
 from sisearch.loop import Phase, phase_seed
 from sisearch.optim.base import rank_loader, seeded_loader
 from sisearch.optim.common import TrainerConfig
@@ -89,6 +89,12 @@ def test_shards_split_problems_by_id_alone():
     drawn = random.Random(0).sample(ids, 30)
     assert all(p in shards[shard_of(p, 3)] for p in drawn)
     assert shard(ids, World(), key=str) == ids
+
+
+def test_spread_work_without_a_process_group_is_one_call_over_every_index():
+    calls: list[list[int]] = []
+    assert spread_work(4, lambda indices: calls.append(indices) or [i * i for i in indices]) == [0, 1, 4, 9]
+    assert calls == [[0, 1, 2, 3]]
 
 
 def test_token_budget_is_split_across_ranks():
@@ -186,6 +192,7 @@ def test_one_ddp_step_on_two_ranks_equals_one_step_in_one_process(tiny_dir, tmp_
         assert seen["gathered"] == ["a", "b", "c", "d"] and seen["mean"] == {"x": 0.5}
         assert seen["differing"] == "the ranks built different values: ranks [1] differ from rank 0"
         assert seen["main_error"] == "rank 0 failed"  # raised on every rank, not only on rank 0
+        assert seen["spread"] == [[0, 0], [1, 1], [2, 0], [3, 1], [4, 0]]  # reference log-probs: computed once
     assert [seen["main_first"] for seen in ranks] == [0, 1]
 
 

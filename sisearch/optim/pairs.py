@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from sisearch.data.records import PreferencePair
+from sisearch.distributed import spread_work
 from sisearch.models.policy import Policy
 from sisearch.optim.logprobs import (
     CompletionBatch,
@@ -87,16 +88,24 @@ def reference_context(policy: Policy, reference: str):
 def fill_reference_logps(
     policy: Policy, items: list[EncodedPair], reference: str, batch_size: int, max_length: int | None
 ) -> None:
-    """Compute each pair's reference log-probs once, before training, with the policy as it is now."""
+    """Compute each pair's reference log-probs once, before training, with the policy as it is now (under
+    data-parallel training each rank computes a share and every rank receives all of them)."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference '{reference}'; allowed: {', '.join(REFERENCES)}")
     model = policy.model
     model.eval()
-    with reference_context(policy, reference):
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
+
+    def compute(indices: list[int]) -> list[tuple[float, float]]:
+        values: list[tuple[float, float]] = []
+        for start in range(0, len(indices), batch_size):
+            chunk = [items[i] for i in indices[start : start + batch_size]]
             batch = collate_pairs(chunk, policy.tokenizer.pad_token_id, max_length)
             batch.sequences = batch.sequences.to(policy.device)
             chosen, rejected, _, _ = pair_logps(model, batch)
-            for item, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
-                item.ref_chosen, item.ref_rejected = c, r
+            values += zip(chosen.tolist(), rejected.tolist())
+        return values
+
+    with reference_context(policy, reference):
+        values = spread_work(len(items), compute)
+    for item, (c, r) in zip(items, values):
+        item.ref_chosen, item.ref_rejected = c, r

@@ -20,6 +20,7 @@ import torch
 
 from sisearch.checks import require_choice
 from sisearch.data.ranked_lists import RankedList
+from sisearch.distributed import spread_work
 from sisearch.models.policy import Policy
 from sisearch.optim.base import ObjectiveModule, Optimizer, run_training, seeded_loader, steps_for
 from sisearch.optim.common import OptimizationConfig, TrainerConfig, check_nll_weight
@@ -229,18 +230,25 @@ def top_response_nll(logps: torch.Tensor, counts: torch.Tensor, scores: torch.Te
 
 @torch.no_grad()
 def fill_reference_step_logps(policy: Policy, items: list[EncodedList], cfg: TPOConfig) -> None:
-    """Reference log-probs per step, computed once before training with the policy as it enters the iteration."""
+    """Reference log-probs per step, computed once before training with the policy as it enters the iteration
+    (under data-parallel training each rank computes a share and every rank receives all of them)."""
     model = policy.model
     model.eval()
+
+    def compute(indices: list[int]) -> list[list[list[float]]]:
+        values: list[list[list[float]]] = []  # per list, per response, per step
+        for start in range(0, len(indices), cfg.batch_size):
+            chunk = [items[i] for i in indices[start : start + cfg.batch_size]]
+            batch = move(collate_lists(chunk, policy.tokenizer.pad_token_id, cfg.max_length), policy.device)
+            rows = iter(policy_step_stats(model, batch, want_hidden=False)[0].tolist())
+            values += [[next(rows) for _ in item.responses] for item in chunk]
+        return values
+
     with reference_context(policy, cfg.reference):
-        for start in range(0, len(items), cfg.batch_size):
-            chunk = items[start : start + cfg.batch_size]
-            batch = collate_lists(chunk, policy.tokenizer.pad_token_id, cfg.max_length)
-            batch = move(batch, policy.device)
-            logps, _, _ = policy_step_stats(model, batch, want_hidden=False)
-            responses = [r for item in chunk for r in item.responses]
-            for response, row in zip(responses, logps.tolist()):
-                response.ref_step_logps = row
+        values = spread_work(len(items), compute)
+    for item, rows in zip(items, values):
+        for response, row in zip(item.responses, rows):
+            response.ref_step_logps = row
 
 
 def move(batch: ListBatch, device: torch.device) -> ListBatch:
