@@ -1,7 +1,7 @@
 """Step-level data quality, independent of training: one iteration's search and build per recipe, each pair
 judged by the task's exact step truth (`check_steps`, arith).
 
-    python benchmarks/pair_quality.py [override ...] [--recipes mcts_dpo cpl_step_apo step_dpo] [--seed 0]
+    python benchmarks/pair_quality.py [override ...] [--recipes mcts_dpo cpl_step_apo tpo step_dpo] [--seeds 0 1 2]
 
 For each recipe: pairs per 1k generated tokens, and the share of pairs whose chosen step is right and rejected
 step wrong (good), the reverse (reversed), both wrong, both right. A TPO ranked list counts as the pairs its
@@ -22,8 +22,8 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,8 +55,7 @@ def pair_kind(chosen_ok: bool | None, rejected_ok: bool | None) -> str:
     return "both_right" if chosen_ok else "both_wrong"
 
 
-@dataclass(frozen=True)
-class ImpliedPair:
+class ImpliedPair(NamedTuple):
     problem_id: str
     prompt: str
     chosen: str
@@ -125,15 +124,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", nargs="+", default=list(STEP_RECIPES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds, pooled (instead of --seed)")
     args, overrides = parser.parse_known_args(argv)
+    if args.recipes:  # `--recipes` swallows what follows it: its key=value items are overrides
+        overrides += [a for a in args.recipes if "=" in a]
+        args.recipes = [a for a in args.recipes if "=" not in a]
     sys.path.insert(0, str(REPO))
-    rows = [(recipe, measure(recipe, args.seed, overrides)) for recipe in args.recipes]
-    print(f"\npair quality, iteration 1, seed {args.seed}" + (f", overrides {overrides}" if overrides else ""))
-    print(f"{'recipe':<14}{'pairs':>7}{'tokens':>9}{'pairs/1k':>10}{'good':>12}{'reversed':>12}{'both wrong':>12}"
-          f"{'both right':>12}")
+    seeds = args.seeds or [args.seed]
+    rows = [(recipe, pooled([measure(recipe, seed, overrides) for seed in seeds])) for recipe in args.recipes]
+    print(f"\npair quality, iteration 1, seeds {' '.join(map(str, seeds))} (counts summed over seeds)"
+          + (f", overrides {overrides}" if overrides else ""))
+    print(f"{'recipe':<14}{'pairs':>7}{'tokens':>9}{'pairs/1k':>10}{'good':>14}{'reversed':>14}{'both wrong':>14}"
+          f"{'both right':>14}")
     for recipe, r in rows:
         cells = [f"{r[k]} ({100 * r[k + '_share']:.0f}%)" for k in ("good", "reversed", "both_wrong", "both_right")]
-        print(f"{recipe:<14}{r['pairs']:>7}{r['tokens']:>9}{r['pairs_per_1k']:>10.2f}" + "".join(f"{c:>12}" for c in cells))
+        print(f"{recipe:<14}{r['pairs']:>7}{r['tokens']:>9}{r['pairs_per_1k']:>10.2f}" + "".join(f"{c:>14}" for c in cells))
+
+
+def pooled(results: list[dict]) -> dict:
+    """Several seeds' measurements as one: counts and tokens summed, shares and rates recomputed."""
+    total = {k: sum(r[k] for r in results) for k in ("pairs", "tokens", *KINDS)}
+    judged = max(1, sum(total[k] for k in KINDS if k != "unjudged"))
+    return {**total, "pairs_per_1k": 1000 * total["pairs"] / max(total["tokens"], 1),
+            **{f"{k}_share": total[k] / judged for k in KINDS[:4]}}
 
 
 if __name__ == "__main__":

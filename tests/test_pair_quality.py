@@ -30,3 +30,19 @@ def test_pairs_are_judged_by_the_first_differing_line():
     counts = pair_quality.judge_pairs(task, {problem.id: problem}, {problem.id: prompt}, [good, flipped, both_wrong])
     assert counts == {"good": 1, "reversed": 1, "both_wrong": 1, "both_right": 0, "unjudged": 0}
     assert pair_quality.pair_kind(True, True) == "both_right" and pair_quality.pair_kind(None, True) == "unjudged"
+
+
+def test_seeds_pool_by_summing_counts():
+    one = {"pairs": 4, "tokens": 1000, "good": 3, "reversed": 1, "both_wrong": 0, "both_right": 0, "unjudged": 0}
+    two = {"pairs": 6, "tokens": 3000, "good": 3, "reversed": 0, "both_wrong": 2, "both_right": 0, "unjudged": 1}
+    pooled = pair_quality.pooled([one, two])
+    assert pooled["pairs"] == 10 and pooled["pairs_per_1k"] == 2.5
+    assert pooled["good_share"] == 6 / 9 and pooled["both_wrong_share"] == 2 / 9  # unjudged pairs are left out
+
+
+def test_a_ranked_list_counts_as_the_pairs_its_ranking_implies():
+    from sisearch.data.ranked_lists import RankedList
+
+    ranked = RankedList("p", "Q:", [["1\n", "A:1"], ["2\n", "A:2"], ["3\n", "A:3"]], [1.0, 0.0, 0.0], [True] * 3)
+    pairs = pair_quality.as_pairs([ranked])  # the tie (0, 0) implies no pair
+    assert [(p.chosen, p.rejected) for p in pairs] == [("1\nA:1", "2\nA:2"), ("1\nA:1", "3\nA:3")]
