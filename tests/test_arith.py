@@ -51,6 +51,9 @@ def test_wait_line_corrects_the_previous_step():
     assert step_labels(chain, steps) == [False, True, True, True, True]
     # a wrong correction stays off track
     assert step_labels(chain, ["7+5=3\n", "Wait:7+5=4\n", "4-9=5\n"]) == [False, False, False]
+    # a Wait: line after more operations than the chain has is wrong, not an error
+    extra = ["7+5=2\n", "2-9=3\n", "3+3=6\n", "6+1=7\n", "Wait:6+1=7\n"]
+    assert step_labels(chain, extra) == [True, True, True, False, False]
 
 
 def test_misconception_writes_one_too_many_at_wrapping_steps_only():

@@ -164,7 +164,8 @@ def step_labels(chain: Chain, steps: list[str]) -> list[bool]:
             labels.append(line[len(ANSWER_PREFIX):].strip() == str(chain.answer))
         elif line.startswith(WAIT_PREFIX):
             redo = line[len(WAIT_PREFIX):].strip()
-            ok = done >= 1 and on_track_before_last and redo == gold[done - 1]
+            # (a Wait: after more operations than the chain has redoes none of its steps)
+            ok = 1 <= done <= len(gold) and on_track_before_last and redo == gold[done - 1]
             on_track = ok
             labels.append(ok)
         else:
