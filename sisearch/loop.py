@@ -111,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_iterations(loop: "Loop", rows: list[dict[str, Any]], tracker: Tracker) -> None:
+def run_iterations(loop: Loop, rows: list[dict[str, Any]], tracker: Tracker) -> None:
     """Iterations len(rows)..T (0: the base model's evaluation), each row written, tracked and reported as it
     finishes, so a stopped run resumes after its last finished iteration."""
     world, run_dir = loop.world, loop.run_dir
