@@ -22,9 +22,10 @@ from sisearch.tracking.config import LoggerConfig
 from sisearch.tracking.offline_files import read_offline_runs
 from sisearch.tracking.identity import run_identity
 
-# Iterative RPO on best-of-4 samples: pairs to train on, so every TRL name has a value.
+# Iterative RPO on best-of-8 samples: pairs to train on in every iteration (the weak test model needs 8 to have
+# right and wrong samples of one problem), so every TRL name has a value.
 RPO = [o for o in SMALL_RUN if o != "logger=none"] + [
-    "optimizer=rpo", "builder=for_rpo", "searcher=best_of_n", "searcher.n=4", "problems_per_iteration=8",
+    "optimizer=rpo", "builder=for_rpo", "searcher=best_of_n", "searcher.n=8", "problems_per_iteration=8",
 ]
 TRL_STEP_KEYS = [f"train/{k}" for k in (
     "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
