@@ -114,7 +114,8 @@ def measure(recipe: str, seed: int, overrides: list[str], train: bool = False) -
     counts = judge_pairs(parts.task, loop.problems_by_id, prompts, pairs)
     judged = max(1, sum(counts[k] for k in KINDS if k != "unjudged"))
     return {
-        "pairs": len(pairs), "records": len(records), "problems": len(trees), **trained, "tokens": tokens, "pairs_per_1k": 1000 * len(pairs) / max(tokens, 1),
+        "pairs": len(pairs), "records": len(records), "problems": len(trees), **trained, "tokens": tokens,
+        "pairs_per_1k": 1000 * len(pairs) / max(tokens, 1),
         **{k: counts[k] for k in KINDS}, **{f"{k}_share": counts[k] / judged for k in KINDS[:4]},
         "seconds": time.time() - start,
     }

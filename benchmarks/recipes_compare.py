@@ -3,8 +3,9 @@
     python benchmarks/recipes_compare.py [--iterations 3] [--budget 60000] [--seeds 0 1 2] [--steps N] [--jobs 2]
 
 Every run uses the default tiny model (sisearch/conf/model/tiny.yaml, cached under ~/.cache/sisearch), the embedded
-arith task and the same seed. Each iteration may generate `--budget` tokens: the search takes training
-problems in the same order for every recipe until its share is spent (`search_token_budget`); `score`
+arith task and, for each of `--seeds`, the same seed for every recipe. Each iteration may generate `--budget`
+tokens: the search takes training problems in the same order for every recipe until its share is spent
+(`search_token_budget`); `score`
 also samples on-policy while training, so its search gets what its training leaves of the budget
 (measured in a first pass, see `score_split`). The table reports what each recipe actually spent.
 `--steps N` trains every recipe for exactly N optimizer steps per iteration (cycling through its records), so
@@ -22,6 +23,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -143,6 +145,11 @@ def spread(values: list[float]) -> float:
     return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
+def per_iteration_mean(runs: list[dict], key: str) -> float:
+    """Mean of a per-iteration list (problems, records, steps) over every iteration of every run."""
+    return mean([x for r in runs for x in r[key]])
+
+
 def print_table(results: list[dict], iterations: int) -> None:
     """One row per recipe: per-difficulty accuracy (mean over seeds), overall mean ± standard deviation and by
     seed, and what an iteration spent (means over iterations and seeds)."""
@@ -157,7 +164,7 @@ def print_table(results: list[dict], iterations: int) -> None:
     for name in dict.fromkeys(r["recipe"] for r in results):
         runs = sorted((r for r in results if r["recipe"] == name), key=lambda r: r["seed"])
         overall = [r["last"]["eval/greedy/overall"] for r in runs]
-        per_iter = lambda key: mean([x for r in runs for x in r[key]])  # noqa: E731
+        per_iter = partial(per_iteration_mean, runs)
         lines.append(
             [f"{name} (iter {iterations})"]
             + [f"{mean([r['last'][k] for r in runs]):.2f}" for k in keys[:-1]]
