@@ -201,7 +201,7 @@ def main() -> None:
     from sisearch.optim.pairs import encode_pairs
 
     component, task, cfg = setup(args.model)
-    pairs = read_records(Path(args.data))[: args.pairs] if args.data else search_pairs(
+    pairs = read_records(Path(args.data), limit=args.pairs) if args.data else search_pairs(
         component, task, cfg, args.pairs, args.seed)
     policy = component.load(progress_bar=False)
     longest = max(len(i.chosen[0]) + max(len(i.chosen[1]), len(i.rejected[1]))

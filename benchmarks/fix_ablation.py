@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pair_quality import measure  # noqa: E402
+from pair_quality import measure, split_overrides  # noqa: E402
 from recipes_compare import print_rows  # noqa: E402
 
 # The reverted settings are the recipes' values before the fixes (README, "Results on the embedded default").
@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", default=None, help="recipes to run (default: all)")
     args, overrides = parser.parse_known_args(argv)
-    if args.only:  # `--only` swallows what follows it: its key=value items are overrides
-        overrides += [a for a in args.only if "=" in a]
-        args.only = [a for a in args.only if "=" not in a]
+    args.only, overrides = split_overrides(args.only, overrides)
     quiet = ["trainer.progress_bar=false", *overrides]
     rows = [["recipe", "variant", "problems", "tokens", "pairs", "pairs/1k tok.", "good", "reversed", "both wrong", "both right",
              "accuracy after 1 iteration"]]

@@ -94,7 +94,9 @@ def measure(recipe: str, seed: int, overrides: list[str], train: bool = False) -
     from sisearch.loop import Loop, build_components
     from sisearch.run_config import validate_config
 
-    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
+    from sisearch.plugin_configs import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={recipe}", f"seed={seed}", "iterations=1",
                                                        "logger=none", "progress=false", *overrides])
     loop_cfg, typed, trainer_cfg = validate_config(cfg)
@@ -127,9 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds, pooled (instead of --seed)")
     args, overrides = parser.parse_known_args(argv)
-    if args.recipes:  # `--recipes` swallows what follows it: its key=value items are overrides
-        overrides += [a for a in args.recipes if "=" in a]
-        args.recipes = [a for a in args.recipes if "=" not in a]
+    args.recipes, overrides = split_overrides(args.recipes, overrides)
     sys.path.insert(0, str(REPO))
     seeds = args.seeds or [args.seed]
     rows = [(recipe, pooled([measure(recipe, seed, overrides) for seed in seeds])) for recipe in args.recipes]
@@ -140,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     for recipe, r in rows:
         cells = [f"{r[k]} ({100 * r[k + '_share']:.0f}%)" for k in ("good", "reversed", "both_wrong", "both_right")]
         print(f"{recipe:<14}{r['pairs']:>7}{r['tokens']:>9}{r['pairs_per_1k']:>10.2f}" + "".join(f"{c:>14}" for c in cells))
+
+
+def split_overrides(names: list[str] | None, overrides: list[str]) -> tuple[list[str] | None, list[str]]:
+    """A list option (nargs="+") swallows the `key=value` overrides after it: hand those back to the overrides."""
+    if not names:
+        return names, overrides
+    return [a for a in names if "=" not in a], overrides + [a for a in names if "=" in a]
 
 
 def pooled(results: list[dict]) -> dict:

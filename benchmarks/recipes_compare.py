@@ -20,11 +20,13 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,7 +49,9 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
+    from sisearch.plugin_configs import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
@@ -133,16 +137,24 @@ def run_job(name: str, seed: int, common: list[str], out: Path, budget: int, thr
     return result
 
 
+def run_jobs(jobs: list[tuple[str, int]], workers: int, common: list[str], out: Path, budget: int) -> Iterator[dict]:
+    """Each (recipe, seed) job's result, in job order: here one after another, or in `workers` processes of one
+    thread each."""
+    if workers == 1:
+        yield from (run_job(name, seed, common, out, budget, None) for name, seed in jobs)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, name, seed, common, out, budget, 1) for name, seed in jobs]
+        yield from (future.result() for future in futures)
+
+
 def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+    return statistics.fmean(values)
 
 
 def spread(values: list[float]) -> float:
     """Sample standard deviation (0 for one value)."""
-    if len(values) < 2:
-        return 0.0
-    m = mean(values)
-    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def per_iteration_mean(runs: list[dict], key: str) -> float:
@@ -216,19 +228,10 @@ def main() -> None:
     ]
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
     jobs = [(name, seed) for seed in args.seeds for name in args.recipes]
-    threads = 1 if args.jobs > 1 else None
     results = []
-    if args.jobs > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_job, n, s, common, out, args.budget, threads) for n, s in jobs]
-            for future in futures:
-                results.append(future.result())
-                (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-    else:
-        for name, seed in jobs:
-            results.append(run_job(name, seed, common, out, args.budget, threads))
-            (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    for result in run_jobs(jobs, args.jobs, common, out, args.budget):
+        results.append(result)
+        (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     training = f"{args.steps} optimizer steps per iteration" if args.steps else "each recipe's own epochs"
     print(f"\nheld-out greedy accuracy after {args.iterations} iterations ({args.model} tiny model); {args.budget} "
           f"generated tokens per iteration; {training}; {args.test_size} test problems per difficulty; "

@@ -114,7 +114,9 @@ def load_model(which: str, wait_s: float, model_dir: str | None):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
+    from sisearch.plugin_configs import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config")
     model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "lora"}
     model["device"] = "cpu"

@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from search_throughput import REPO, choose_model  # noqa: E402
+from search_throughput import choose_model  # noqa: E402
 
 from sisearch import registry  # noqa: E402
 from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
 from sisearch.models.policy import load_policy  # noqa: E402
+from sisearch.plugin_configs import CONF_DIR  # noqa: E402
 from sisearch.rewards.base import Rewarder, ScoreItem  # noqa: E402
 from sisearch.search.scheduler import SearchContext, run_search  # noqa: E402
 from sisearch.search.tree import Node  # noqa: E402
@@ -84,7 +85,7 @@ def build(name: str, threshold: float, sizes: dict | None = None, answer_rule: s
     sizes = dict(SETTINGS[name] if sizes is None else sizes)
     if name == "best_first":
         sizes["correct_threshold"] = threshold
-    conf = OmegaConf.merge(OmegaConf.load(REPO / "sisearch" / "conf" / "searcher" / f"{name}.yaml"), sizes)
+    conf = OmegaConf.merge(OmegaConf.load(CONF_DIR / "searcher" / f"{name}.yaml"), sizes)
     conf.answer_rule = answer_rule
     return registry.build("searcher", registry.validate("searcher", conf))
 

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf  # noqa: E402
 import sisearch.components  # noqa: E402,F401  (registers every component)
 from sisearch import registry  # noqa: E402
 from sisearch.engines.hf import HFEngine, HFEngineConfig  # noqa: E402
+from sisearch.plugin_configs import CONF_DIR  # noqa: E402
 from sisearch.models.policy import load_policy  # noqa: E402
 from sisearch.models.tiny import TinyConfig, ensure_tiny  # noqa: E402
 from sisearch.rewards.orm import ORMConfig, ORMRewarder  # noqa: E402
@@ -48,7 +49,7 @@ SIZES = {  # searcher settings for the benchmark (small enough for a 2-core CPU)
 
 
 def default_tiny_config() -> TinyConfig:
-    with initialize_config_dir(config_dir=str(REPO / "sisearch" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=[])
     return registry.validate("model", cfg.model)
 
@@ -64,7 +65,7 @@ def choose_model(which: str) -> tuple[Path, str]:
 
 
 def build_searcher(name: str):
-    conf = OmegaConf.merge(OmegaConf.load(REPO / "sisearch" / "conf" / "searcher" / f"{name}.yaml"), SIZES.get(name, {}))
+    conf = OmegaConf.merge(OmegaConf.load(CONF_DIR / "searcher" / f"{name}.yaml"), SIZES.get(name, {}))
     return registry.build("searcher", registry.validate("searcher", conf))
 
 

@@ -24,7 +24,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from sisearch.plugin_configs import CONF_DIR
 from sisearch.registry import ConfigError
-from sisearch.run_dir import record_outcome
+from sisearch.run_dir import chosen_run_dir, record_outcome
 
 BAD_INPUT_EXIT = 2
 JOB_FAILED_EXIT = 1
@@ -102,18 +102,26 @@ def _main(cfg: DictConfig) -> float:
     from sisearch.optim.base import NonFiniteLossError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+    marker_dir = outcome_dir(hydra_dir, cfg.get("resume"))
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        rows = run(cfg, output_dir)
+        rows = run(cfg, hydra_dir)
         value = objective_value(rows, cfg.get("objective") or DEFAULT_OBJECTIVE)
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        job_failed(err, BAD_INPUT_EXIT, output_dir, multirun)
+        job_failed(err, BAD_INPUT_EXIT, marker_dir, multirun)
     except NonFiniteLossError as err:
-        job_failed(err, JOB_FAILED_EXIT, output_dir, multirun)
+        job_failed(err, JOB_FAILED_EXIT, marker_dir, multirun)
     if launched_rank() == 0:
-        record_outcome(output_dir, None)
+        record_outcome(marker_dir, None)
     return value
+
+
+def outcome_dir(output_dir: Path, resume: str | None) -> Path:
+    """Where the job's outcome (failed.txt) goes: the directory the run works in, so a resumed run marks and
+    clears its own; Hydra's output directory when `resume` names no directory (that failure is the run's)."""
+    run_dir = chosen_run_dir(output_dir, resume)
+    return run_dir if run_dir.is_dir() else output_dir
 
 
 def job_failed(err: Exception, code: int, output_dir: Path, multirun: bool) -> NoReturn:

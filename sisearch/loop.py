@@ -228,7 +228,8 @@ class Loop:
 
     def build(self, t: int, trees: list[Tree], directory: Path) -> tuple[list[Any], dict[str, float]]:
         records = self.parts.builder.build(trees, self.problems_by_id, self.seed(t, Phase.DATA))
-        check_same("training records", repr(records), self.world)  # DDP splits one data set, the same everywhere
+        if self.world.distributed:  # DDP splits one data set, the same everywhere (repr: the whole data set)
+            check_same("training records", repr(records), self.world)
         write_on_main(self.world, write_records, directory / "data.jsonl", records)
         return records, {"data/records": float(len(records))}
 

@@ -75,9 +75,6 @@ class Bar:
         if self.progress is not None:
             self.progress.update(self.task, **fields)
 
-    def close(self) -> None:
-        """Nothing to do: the display removes the task."""
-
 
 @dataclass
 class LogBar:

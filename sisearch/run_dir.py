@@ -101,14 +101,14 @@ def record_outcome(run_dir: Path, error: str | None) -> None:
         marker.unlink()
 
 
-def same_run(saved_yaml: str, new_yaml: str) -> bool:
-    """Whether two resolved configs describe the same run (display keys such as `resume` may differ)."""
-    return not config_differences(saved_yaml, new_yaml)
-
-
 def shown(differences: list[str]) -> str:
     more = len(differences) - SHOWN_DIFFERENCES
     return "; ".join(differences[:SHOWN_DIFFERENCES]) + (f"; and {more} more" if more > 0 else "")
+
+
+def chosen_run_dir(run_dir: Path, resume: str | None) -> Path:
+    """Where a run works: the directory `resume` names, else its own (Hydra's output directory)."""
+    return Path(resume) if resume else Path(run_dir)
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: str | None) -> Path:
@@ -117,7 +117,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, resume: str | None) -> Path:
     A directory that already holds a run of another config is refused unless `resume` names it: running
     there would mix two runs' iterations and overwrite the record of the first one's config.
     """
-    run_dir = Path(resume) if resume else Path(run_dir)
+    run_dir = chosen_run_dir(run_dir, resume)
     if resume and not run_dir.is_dir():
         raise FileNotFoundError(f"resume: run directory not found: {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)

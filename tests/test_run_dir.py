@@ -57,3 +57,14 @@ def test_the_command_line_refuses_with_one_line_and_exit_code_2(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("sisearch: error:")]
     assert len(errors) == 1 and "seed: 0 -> 4" in errors[0], done.stderr[-2000:]
+
+
+def test_a_resumed_run_records_its_outcome_in_the_directory_it_resumed(tmp_path):
+    from sisearch.cli import outcome_dir
+
+    hydra_dir, resumed = tmp_path / "new", tmp_path / "old"
+    hydra_dir.mkdir()
+    resumed.mkdir()
+    assert outcome_dir(hydra_dir, str(resumed)) == resumed  # failed.txt marks (and is cleared in) the run resumed
+    assert outcome_dir(hydra_dir, None) == hydra_dir
+    assert outcome_dir(hydra_dir, str(tmp_path / "missing")) == hydra_dir  # the failure to find it is this job's

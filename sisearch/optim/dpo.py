@@ -142,7 +142,7 @@ class DPOOptimizer(Optimizer):
             else:
                 eps = torch.full_like(like.detach(), self.cfg.label_smoothing)
             return confidence_weights(eps)
-        return torch.ones_like(like)
+        return all_pairs(batch, like)
 
     def fit(self, policy: Policy, records: Sequence[PreferencePair], trainer_cfg: TrainerConfig, seed: int) -> dict[str, float]:
         self.records = records

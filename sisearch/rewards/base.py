@@ -36,9 +36,14 @@ class Rewarder(ABC):
 # component (`registry.to_typed` puts `rewarder 'name': ` in front).
 
 
+def template_fields(template: str) -> set[str]:
+    """The `{field}` names a format string uses."""
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
 def check_template_fields(template: str, allowed: Sequence[str], what: str) -> None:
     """Refuse `{field}`s in a prompt template that the rewarder will not fill, naming the allowed ones."""
-    names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    names = template_fields(template)
     unknown = sorted(names - set(allowed))
     if unknown:
         raise ValueError(f"{what} field(s) {unknown}; allowed: {', '.join(allowed)}")

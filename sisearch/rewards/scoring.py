@@ -546,5 +546,5 @@ def group_pairwise_loss(
     pairs = same & right[:, None] & ~right[None, :]  # [i, j]: i right, j wrong, same group
     if not bool(pairs.any()):
         return scores.sum() * 0.0
-    margins = scores[:, None] - scores[None, :]
-    return -F.logsigmoid(margins[pairs]).mean()
+    i, j = pairs.nonzero(as_tuple=True)
+    return bradley_terry_loss(scores[i], scores[j])

@@ -13,12 +13,11 @@ shown the gold solution, so `uses_gold` is true and it belongs to training-time 
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 
 from sisearch.checks import require_choice
 from sisearch.registry import register
-from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields
+from sisearch.rewards.base import Rewarder, ScoreItem, check_template_fields, template_fields
 from sisearch.rewards.scoring import AGGREGATION_MODES, aggregate_step_scores, p_true_from_option_logprobs, _logsumexp
 from sisearch.tasks.base import Task
 
@@ -52,10 +51,6 @@ class SelfJudgeConfig:
         for option, forms in (("true_options", self.true_options), ("false_options", self.false_options)):
             if not forms:
                 raise ValueError(f"option '{option}' needs at least one surface form")
-
-
-def template_fields(template: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
 
 
 def option_token_ids(tokenizer, forms: list[str], option: str) -> list[int]:
